@@ -1,0 +1,152 @@
+"""The SPARTAN two-level sparse memory (Deshpande et al., 2022) as a Keras layer.
+
+For every position's hidden vector ``h`` (size H), with E parents of C children each:
+
+    parent logits   a = h @ P^T                      P: [E, H]
+    keep the top-k of a; p = softmax over those k    (the other E - k parents weigh exactly 0)
+    child logits    c_e = (h @ K_e^T) / T            K: [E, C, H]
+    child weights   q_e = softmax(c_e)               (inside each parent)
+    memory output   m = sum_e p_e * (q_e @ V_e)      V: [E, C, H]
+    returned        h + m                            (residual)
+
+Two paths compute the same numbers:
+- ``"sparse"`` gathers only the k chosen parents' children: [B, S, k, C, H] work;
+- ``"dense"`` computes every child with two matmuls and lets the zero parent weights mask them:
+  [B, S, E, C] work. Which is faster depends on E * C, k and the runtime; measure.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+PATHS = ("dense", "sparse")
+
+
+@tf_keras.utils.register_keras_serializable(package="spartan_tf")
+class SparseMemory(tf_keras.layers.Layer):
+    """Two-level sparse memory with a residual connection.
+
+    Args:
+        num_parents: E, the number of parent cells.
+        children_per_parent: C, the number of children under each parent.
+        top_k: how many parents each position reads from (1 <= top_k <= num_parents).
+        temperature: T, divides the child logits.
+        balance_loss_weight: if > 0, adds ``weight * sum_e mean_tokens(p_e)^2`` via ``add_loss``
+            (the load-balancing loss; the model passes ``scale / num_layers`` so the total is the
+            average over layers times the scale). Padding tokens are excluded from the mean.
+        path: ``"dense"`` or ``"sparse"`` (same numbers, different cost).
+        initializer_range: standard deviation of the truncated-normal initial weights.
+        seed: seed of the initialisers; give every layer its own.
+
+    Call:
+        inputs: hidden states [B, S, H].
+        attention_mask: optional [B, S], 1 for real tokens; used only by the balance loss.
+    Returns:
+        [B, S, H]: ``inputs + memory_output``.
+    """
+
+    def __init__(
+        self,
+        num_parents=16,
+        children_per_parent=3,
+        top_k=8,
+        temperature=1.6,
+        balance_loss_weight=0.0,
+        path="dense",
+        initializer_range=0.02,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not 1 <= top_k <= num_parents:
+            raise ValueError(f"top_k must be in [1, num_parents={num_parents}], got {top_k}")
+        if children_per_parent < 1:
+            raise ValueError(f"children_per_parent must be >= 1, got {children_per_parent}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        self.num_parents = num_parents
+        self.children_per_parent = children_per_parent
+        self.top_k = top_k
+        self.temperature = temperature
+        self.balance_loss_weight = balance_loss_weight
+        self.path = path
+        self.initializer_range = initializer_range
+        self.seed = seed
+
+    def _initializer(self, offset):
+        seed = None if self.seed is None else self.seed + offset
+        return tf_keras.initializers.TruncatedNormal(stddev=self.initializer_range, seed=seed)
+
+    def build(self, input_shape):
+        hidden = int(input_shape[-1])
+        parents, children = self.num_parents, self.children_per_parent
+        self.parent_keys = self.add_weight(
+            name="parent_keys", shape=(parents, hidden), initializer=self._initializer(0)
+        )
+        self.child_keys = self.add_weight(
+            name="child_keys", shape=(parents, children, hidden), initializer=self._initializer(1)
+        )
+        self.child_values = self.add_weight(
+            name="child_values", shape=(parents, children, hidden), initializer=self._initializer(2)
+        )
+        super().build(input_shape)
+
+    def select_parents(self, hidden):
+        """Top-k parents per position: (weights [B, S, k] summing to 1, indices [B, S, k])."""
+        parent_logits = tf.einsum("bsh,eh->bse", hidden, self.parent_keys)
+        top_logits, top_indices = tf.math.top_k(parent_logits, k=self.top_k, sorted=False)
+        return tf.nn.softmax(top_logits, axis=-1), top_indices
+
+    def parent_weights(self, hidden):
+        """Parent weights over all E parents [B, S, E]; exactly 0 outside the top-k."""
+        top_weights, top_indices = self.select_parents(hidden)
+        chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)  # [B, S, k, E]
+        return tf.einsum("bsk,bske->bse", top_weights, chosen)
+
+    def call(self, inputs, attention_mask=None):
+        hidden = inputs
+        top_weights, top_indices = self.select_parents(hidden)
+        if self.path == "sparse":
+            keys = tf.gather(self.child_keys, top_indices)  # [B, S, k, C, H]
+            values = tf.gather(self.child_values, top_indices)  # [B, S, k, C, H]
+            child_logits = tf.einsum("bsh,bskch->bskc", hidden, keys) / self.temperature
+            weights = top_weights[..., None] * tf.nn.softmax(child_logits, axis=-1)
+            memory = tf.einsum("bskc,bskch->bsh", weights, values)
+            if self.balance_loss_weight > 0:
+                chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)
+                self._add_balance_loss(tf.einsum("bsk,bske->bse", top_weights, chosen), attention_mask)
+        else:
+            chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)
+            parent_weights = tf.einsum("bsk,bske->bse", top_weights, chosen)  # [B, S, E]
+            child_logits = tf.einsum("bsh,ech->bsec", hidden, self.child_keys) / self.temperature
+            weights = parent_weights[..., None] * tf.nn.softmax(child_logits, axis=-1)
+            memory = tf.einsum("bsec,ech->bsh", weights, self.child_values)
+            if self.balance_loss_weight > 0:
+                self._add_balance_loss(parent_weights, attention_mask)
+        return hidden + memory
+
+    def _add_balance_loss(self, parent_weights, attention_mask):
+        """Adds weight * sum_e (mean over real tokens of p_e)^2."""
+        if attention_mask is None:
+            usage = tf.reduce_mean(parent_weights, axis=[0, 1])
+        else:
+            mask = tf.cast(attention_mask, parent_weights.dtype)[..., None]  # [B, S, 1]
+            usage = tf.reduce_sum(parent_weights * mask, axis=[0, 1]) / tf.maximum(
+                tf.reduce_sum(mask), 1.0
+            )
+        self.add_loss(self.balance_loss_weight * tf.reduce_sum(tf.square(usage)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_parents=self.num_parents,
+            children_per_parent=self.children_per_parent,
+            top_k=self.top_k,
+            temperature=self.temperature,
+            balance_loss_weight=self.balance_loss_weight,
+            path=self.path,
+            initializer_range=self.initializer_range,
+            seed=self.seed,
+        )
+        return config

@@ -1,0 +1,66 @@
+"""The task model: frozen backbone, a method's layers after each encoder layer, and a task head."""
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from spartan_tf.heads import ClassificationHead
+
+
+class TaskModel(tf_keras.Model):
+    """embed -> (encoder layer i -> after_layers[i])* -> head.
+
+    Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``.
+    Output: logits [B, num_outputs].
+
+    The backbone is deliberately NOT tracked by Keras: it is frozen and shared by every task, so
+    ``model.weights``, ``save_weights`` and checkpoints hold only the task's own (small) state.
+    """
+
+    def __init__(self, backbone, after_layers, head, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "backbone", backbone)  # bypass Keras tracking, see above
+        self.after_layers = list(after_layers)
+        self.head = head
+
+    def encode(self, inputs):
+        """Hidden states after the last encoder layer and its memory: [B, S, H]."""
+        mask = inputs["attention_mask"]
+        hidden = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
+        bias = self.backbone.attention_bias(mask, hidden.dtype)
+        for index, after_layer in enumerate(self.after_layers):
+            hidden = self.backbone.layer(index, hidden, bias)
+            hidden = after_layer(hidden, attention_mask=mask)
+        return hidden
+
+    def call(self, inputs, training=None):
+        return self.head(self.encode(inputs), training=training)
+
+    def named_task_weights(self) -> dict:
+        """The task's variables under stable names, e.g. ``memory_00/parent_keys``, ``head/pooler_kernel``."""
+        named = {}
+        for prefix, layer in [(f"memory_{i:02d}", m) for i, m in enumerate(self.after_layers)] + [("head", self.head)]:
+            for variable in layer.weights:
+                key = f"{prefix}/{variable.name.split('/')[-1].split(':')[0]}"
+                if key in named:
+                    raise RuntimeError(f"two task weights share the name {key}")
+                named[key] = variable
+        return named
+
+
+def dummy_inputs(length: int = 8) -> dict:
+    """A one-example batch that builds every variable of a TaskModel."""
+    ids = tf.constant(np.full((1, length), 101, dtype=np.int32))
+    return {"input_ids": ids, "attention_mask": tf.ones_like(ids), "token_type_ids": tf.zeros_like(ids)}
+
+
+def build_task_model(backbone, method, num_outputs: int, head_dropout: float, seed: int) -> TaskModel:
+    """A built TaskModel: memories freshly initialised, head pooler copied from the backbone's."""
+    head = ClassificationHead(
+        num_outputs, dropout=head_dropout, initializer_range=backbone.config.initializer_range,
+        seed=seed + 1000, name="head",
+    )
+    model = TaskModel(backbone, method.after_layer_modules(backbone, seed), head, name="task_model")
+    model(dummy_inputs(), training=False)
+    head.set_pooler(*backbone.pooler_weights())
+    return model

@@ -1,0 +1,97 @@
+"""Train a task's memories and head over the frozen backbone.
+
+    python -m spartan_tf.train --task qnli --data-dir ../shared/data/glue
+    python -m spartan_tf.train --task custom --train-file train.tsv --eval-file dev.tsv
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from spartan_tf import data, tasks
+from spartan_tf.backbone import DEFAULT_MODEL
+from spartan_tf.errors import SpartanError, run_cli
+from spartan_tf.methods import METHODS, get_method
+from spartan_tf.sources import read_split, source_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m spartan_tf.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True, help=f"one of {', '.join(tasks.GLUE_TASK_NAMES)}, or custom")
+    parser.add_argument("--method", default="spartan", choices=sorted(METHODS), help="default: spartan")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"backbone: local directory or hub name (default {DEFAULT_MODEL}, shipped offline)")
+    data_group = parser.add_argument_group("data")
+    data_group.add_argument("--data-dir", help="folder in GLUE's TSV layout (e.g. ../shared/data/glue); default: tensorflow-datasets glue/<task>")
+    data_group.add_argument("--train-file", help="custom task: TSV, CSV or JSONL with text[, text_pair], label")
+    data_group.add_argument("--eval-file", help="evaluate on this file (the task's layout) instead of the dev split")
+    data_group.add_argument("--problem-type", choices=("classification", "regression"), default="classification", help="custom task only")
+    data_group.add_argument("--max-train-samples", type=int, help="seeded, class-balanced few-shot sample of the training set")
+    data_group.add_argument("--max-eval-samples", type=int, help="evaluate on the first N dev examples only")
+    data_group.add_argument("--max-seq-length", type=int, default=128, help="truncate longer inputs (default 128)")
+    train_group = parser.add_argument_group("training")
+    train_group.add_argument("--learning-rate", type=float, help="default: the method's (1e-3 for spartan)")
+    train_group.add_argument("--batch-size", type=int, default=16)
+    train_group.add_argument("--epochs", type=int, default=3)
+    train_group.add_argument("--seed", type=int, default=42)
+    train_group.add_argument("--head-dropout", type=float, default=0.1)
+    parser.add_argument("--output-dir", help="default: models/<task>")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --output-dir")
+    for method in METHODS.values():
+        method.add_arguments(parser)
+    return parser
+
+
+def check_numbers(args):
+    for flag, value, low in [
+        ("--batch-size", args.batch_size, 1), ("--epochs", args.epochs, 1),
+        ("--max-train-samples", args.max_train_samples, 1), ("--max-eval-samples", args.max_eval_samples, 1),
+    ]:
+        if value is not None and value < low:
+            raise SpartanError(f"{flag} {value}: must be >= {low}")
+    if args.learning_rate is not None and args.learning_rate <= 0:
+        raise SpartanError(f"--learning-rate {args.learning_rate}: must be > 0")
+    if not 0 <= args.head_dropout < 1:
+        raise SpartanError(f"--head-dropout {args.head_dropout}: must be in [0, 1)")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_numbers(args)
+    # Everything that can fail on the user's input is checked before the backbone loads.
+    method = get_method(args.method).from_args(args)
+    source = source_from_args(args.task, args.data_dir, args.train_file, args.eval_file)
+    if args.task == "custom":
+        train_examples, label_names = data.read_custom_file(source.train_file, None, args.problem_type)
+        task = tasks.custom_task(label_names, args.problem_type)
+    else:
+        task = tasks.get_task(args.task)
+        train_examples = read_split(task, source, "train")
+    out_dir = Path(args.output_dir or Path("models") / task.name)
+    from spartan_tf import artifacts
+
+    artifacts.check_output_dir(out_dir, task.name, args.overwrite)
+    dev_examples = read_split(task, source, "dev")
+    if args.max_train_samples:
+        train_examples = data.few_shot_sample(train_examples, args.max_train_samples, args.seed, task)
+    if args.max_eval_samples:
+        dev_examples = dev_examples[: args.max_eval_samples]
+    if not train_examples:
+        raise SpartanError("the training set is empty")
+    if not dev_examples:
+        raise SpartanError("the evaluation set is empty")
+
+    from spartan_tf.training import train_task  # imports TensorFlow
+
+    train_task(
+        task=task, method=method, source=source, model_name=args.model,
+        train_examples=train_examples, dev_examples=dev_examples, out_dir=out_dir,
+        learning_rate=args.learning_rate or method.default_learning_rate,
+        batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+        max_seq_length=args.max_seq_length, head_dropout=args.head_dropout,
+        run_info={"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples},
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny randomly initialised BERT saved like a real model directory."""
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+GLUE_SAMPLES = SAMPLES / "glue"
+
+
+def save_tiny_bert(directory: Path, seed: int) -> Path:
+    """A 2-layer, hidden-32 TFBertModel with the shipped backbone's real WordPiece tokenizer."""
+    import tensorflow as tf
+    from transformers import BertConfig, TFBertModel
+
+    from spartan_tf.backbone import shipped_model_dir
+
+    tf.keras.utils.set_random_seed(seed) if hasattr(tf.keras.utils, "set_random_seed") else None
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=48, max_position_embeddings=128,
+    )
+    model = TFBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(shipped_model_dir() / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model_dir(tmp_path_factory) -> Path:
+    """Same architecture as tiny_model_dir, different weights (hence a different fingerprint)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-other"), seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_model_dir):
+    from spartan_tf.backbone import Backbone
+
+    return Backbone.load(str(tiny_model_dir))
