@@ -142,9 +142,10 @@ def task_from_config(config: dict):
     return tasks.get_task(block.get("name", ""))
 
 
-def load_trained(model_dir, model_name: str | None = None):
+def load_trained(model_dir, model_name: str | None = None, backbone=None):
     """Rebuild a trained task: (model, config, backbone, task). ``model_name`` overrides the backbone
-    location; its weights must still match the fingerprint recorded at training time."""
+    location; its weights must still match the fingerprint recorded at training time. ``backbone``:
+    an already loaded Backbone to build on (several tasks over one backbone load it once)."""
     from spartan_tf.backbone import Backbone
     from spartan_tf.methods import method_from_dict
     from spartan_tf.model import build_task_model
@@ -152,7 +153,8 @@ def load_trained(model_dir, model_name: str | None = None):
     config = read_config(model_dir)
     task = task_from_config(config)
     method = method_from_dict(config["method"])
-    backbone = Backbone.load(model_name or config["backbone"]["model"])
+    if backbone is None:
+        backbone = Backbone.load(model_name or config["backbone"]["model"])
     expected = config["backbone"].get("fingerprint")
     if backbone.fingerprint() != expected:
         raise SpartanError(

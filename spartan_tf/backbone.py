@@ -137,7 +137,8 @@ class Backbone:
         """[B, S] of 1/0 -> additive bias [B, 1, 1, S]: 0 for real tokens, -10000 for padding (as BERT)."""
         import tensorflow as tf  # this module stays importable without loading TensorFlow
 
-        mask = tf.cast(attention_mask, dtype)[:, None, None, :]
+        # expand_dims, not [:, None, None, :]: TFLite has no built-in op for a strided slice that adds axes.
+        mask = tf.expand_dims(tf.expand_dims(tf.cast(attention_mask, dtype), 1), 1)
         return (1.0 - mask) * -10000.0
 
     def layer(self, index: int, hidden, attention_bias):

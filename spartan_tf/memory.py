@@ -105,13 +105,14 @@ class SparseMemory(tf_keras.layers.Layer):
         return tf.einsum("bsk,bske->bse", top_weights, chosen)
 
     def call(self, inputs, attention_mask=None):
+        # tf.expand_dims rather than [..., None] below: TFLite has no built-in op for a slice that adds axes.
         hidden = inputs
         top_weights, top_indices = self.select_parents(hidden)
         if self.path == "sparse":
             keys = tf.gather(self.child_keys, top_indices)  # [B, S, k, C, H]
             values = tf.gather(self.child_values, top_indices)  # [B, S, k, C, H]
             child_logits = tf.einsum("bsh,bskch->bskc", hidden, keys) / self.temperature
-            weights = top_weights[..., None] * tf.nn.softmax(child_logits, axis=-1)
+            weights = tf.expand_dims(top_weights, -1) * tf.nn.softmax(child_logits, axis=-1)
             memory = tf.einsum("bskc,bskch->bsh", weights, values)
             if self.balance_loss_weight > 0:
                 chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)
@@ -120,7 +121,7 @@ class SparseMemory(tf_keras.layers.Layer):
             chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)
             parent_weights = tf.einsum("bsk,bske->bse", top_weights, chosen)  # [B, S, E]
             child_logits = tf.einsum("bsh,ech->bsec", hidden, self.child_keys) / self.temperature
-            weights = parent_weights[..., None] * tf.nn.softmax(child_logits, axis=-1)
+            weights = tf.expand_dims(parent_weights, -1) * tf.nn.softmax(child_logits, axis=-1)
             memory = tf.einsum("bsec,ech->bsh", weights, self.child_values)
             if self.balance_loss_weight > 0:
                 self._add_balance_loss(parent_weights, attention_mask)

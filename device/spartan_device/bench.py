@@ -1,0 +1,110 @@
+"""``--benchmark``: latency percentiles, throughput and peak memory of a bundle on this machine.
+
+Each timed batch includes tokenization, padding and inference, in input order (as requests
+would arrive); a few warm-up batches run first and are not timed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from spartan_device.engine import Engine, pad
+from spartan_device.errors import DeviceError
+from spartan_device.inputs import Record
+
+
+def reference_records(engine: Engine, task: str, count: int) -> list[Record]:
+    """``count`` records cycling through the task's reference_inputs from the manifest."""
+    refs = [r for r in engine.bundle.task(task).reference_inputs
+            if isinstance(r, dict) and isinstance(r.get("text"), str) and r["text"].strip()]
+    if not refs:
+        raise DeviceError(f"task {task}: the manifest has no reference_inputs; pass --input FILE to benchmark")
+    return [Record(i + 1, i + 1, task, r["text"], r.get("text_pair"))
+            for i, r in zip(range(count), itertools.cycle(refs))]
+
+
+def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: int = 3) -> dict:
+    """Run ``records`` in batches of ``batch_size`` and measure; returns the figures as a dict."""
+    if not records:
+        raise DeviceError("nothing to benchmark: no valid input lines")
+    load_start = time.perf_counter()
+    tasks = {name: engine.task(name) for name in dict.fromkeys(r.task for r in records)} \
+        if engine.graph != "backbone" else {}
+    load_s = time.perf_counter() - load_start
+    max_length = {name: engine.bundle.task(name).max_length for name in dict.fromkeys(r.task for r in records)}
+    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+
+    def run(batch):
+        name = batch[0].task
+        if any(r.task != name for r in batch):  # mixed tasks: one call per task, as the client does
+            return sum((run([r for r in batch if r.task == t]) for t in dict.fromkeys(r.task for r in batch)), 0)
+        encodings = engine.tokenization.encode([(r.text, r.text_pair) for r in batch], max_length[name])
+        padded = pad(encodings)
+        if engine.graph == "backbone":
+            engine.backbone_hidden(padded)
+        else:
+            engine.logits(tasks[name], padded)
+        return padded.num_tokens
+
+    for batch in itertools.islice(itertools.cycle(batches), warmup):
+        run(batch)
+    latencies, tokens = [], 0
+    start = time.perf_counter()
+    for batch in batches:
+        t0 = time.perf_counter()
+        tokens += run(batch)
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+    total_s = time.perf_counter() - start
+    lat = np.asarray(latencies)
+    return {
+        "graph": engine.graph,
+        "tasks": list(max_length),
+        "runtime": str(engine.runtime),
+        "threads": engine.threads,
+        "batch_size": batch_size,
+        "texts": len(records),
+        "mean_tokens": round(tokens / len(records), 1),
+        "latency_ms": {"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
+                       "mean": round(float(lat.mean()), 3)},
+        "texts_per_s": round(len(records) / total_s, 1),
+        "total_s": round(total_s, 3),
+        "task_load_s": round(load_s, 3),
+        "peak_rss_mb": peak_rss_mb(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.system()}",
+        "python": platform.python_version(),
+    }
+
+
+def format_report(figures: dict) -> str:
+    lat = figures["latency_ms"]
+    threads = figures["threads"] if figures["threads"] is not None else "default"
+    memory = "n/a" if figures["peak_rss_mb"] is None else f"{figures['peak_rss_mb']:.1f} MB (max RSS)"
+    return "\n".join([
+        f"benchmark: {figures['texts']} texts (task {', '.join(figures['tasks'])}, mean {figures['mean_tokens']} "
+        f"tokens), graph {figures['graph']}, {figures['runtime']}, {threads} thread(s), batch {figures['batch_size']}",
+        f"machine:   {figures['machine']}, Python {figures['python']}",
+        f"latency per batch: p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms "
+        f"(mean {lat['mean']:.2f} ms)",
+        f"throughput: {figures['texts_per_s']:.1f} texts/s",
+        f"peak memory: {memory}",
+    ])
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process (getrusage), in MB; None where unavailable."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KB on Linux
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)

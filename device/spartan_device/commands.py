@@ -1,0 +1,235 @@
+"""The client's four modes: --list, --text, --input, --benchmark (argument checks are in infer.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from spartan_device import bench, inputs, pipeline
+from spartan_device.bundle import Bundle, read_bundle, sha256_of
+from spartan_device.engine import Engine
+from spartan_device.errors import DeviceError
+from spartan_device.outputs import JsonLinesOutput, Progress
+from spartan_device.runtime import choose_runtime
+
+WINDOW_BATCHES = 16  # a file is read in windows of this many batches, sorted by length inside
+
+
+def dispatch(args) -> int:
+    bundle = read_bundle(args.bundle)
+    if args.list:
+        return list_bundle(bundle, args.json)
+    if args.task is not None:
+        bundle.task(args.task)  # an unknown --task is an error before anything loads
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.verbose else None
+    runtime = choose_runtime(args.runtime)
+    if log:
+        log(f"runtime {runtime}, {args.threads} thread(s), graph {args.graph}")
+    if args.benchmark:
+        return run_benchmark(bundle, runtime, args, log)
+    engine = Engine(bundle, runtime, args.threads, args.graph, log)
+    if args.text is not None:
+        return predict_text(engine, args)
+    return predict_file(engine, args)
+
+
+def default_task(bundle: Bundle, task: str | None) -> str | None:
+    if task is not None:
+        return task
+    return bundle.task_names[0] if len(bundle.task_names) == 1 else None
+
+
+# --------------------------------------------------------------------------- --text
+
+
+def predict_text(engine: Engine, args) -> int:
+    task = default_task(engine.bundle, args.task)
+    if task is None:
+        raise DeviceError(f"--task is needed: the bundle has {', '.join(engine.bundle.task_names)}")
+    item = inputs.make_record(0, None, task, args.text, args.text_pair, "--text", "--text-pair")
+    if isinstance(item, inputs.BadLine):
+        raise DeviceError(item.message)
+    (outcome,) = pipeline.classify(engine, [item], batch_size=1)
+    if outcome.error:
+        raise DeviceError(outcome.error)
+    result = outcome.result
+    if args.json:
+        result = {key: value for key, value in result.items() if key != "id"}
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    info = engine.bundle.task(task)
+    if info.is_regression:
+        print(f"{task}: score {result['label']:.4f}")
+        return 0
+    print(f"{task}: {result['label']}")
+    width = max(len(name) for name in info.label_names)
+    for name, prob in result["scores"].items():
+        print(f"  {name:<{width}}  {prob:.4f}")
+    return 0
+
+
+# --------------------------------------------------------------------------- --input
+
+
+def _open_input(path: str):
+    """(binary line source, display name, total non-blank lines or None, is a regular file)."""
+    if path == "-":
+        return sys.stdin.buffer, "<stdin>", None, False
+    file = Path(path)
+    if not file.exists():
+        raise DeviceError(f"--input {path}: no such file")
+    if file.is_dir():
+        raise DeviceError(f"--input {path}: is a directory")
+    try:
+        handle = open(file, "rb")
+    except OSError as err:
+        raise DeviceError(f"--input {path}: cannot read it ({err.strerror})") from None
+    if not file.is_file():  # a named pipe or device: stream it
+        return handle, path, None, False
+    with open(file, "rb") as counting:
+        lines = [raw for raw in counting if raw.strip()]
+    total = len(lines)
+    if total and inputs.detect_format(path, "auto", lines[0]) == "tsv":
+        total -= 1  # the header
+    return handle, path, total, True
+
+
+def _records(args, bundle: Bundle):
+    source, name, total, regular = _open_input(args.input)
+    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
+    if columns is not None and not (1 <= len(columns) <= 2 and all(columns)):
+        raise DeviceError(f"--columns {args.columns!r}: give one or two column names, e.g. question,sentence")
+    items = inputs.read_records(source, name, args.format, default_task(bundle, args.task), columns)
+    return items, name, total, regular
+
+
+def predict_file(engine: Engine, args) -> int:
+    items, name, total, regular = _records(args, engine.bundle)
+    output = JsonLinesOutput(args.output, args.force)
+    show = args.progress if args.progress is not None else (regular and sys.stderr.isatty())
+    progress = Progress(total, show)
+    failed = answered = 0
+
+    def emit(outcomes, texts):
+        nonlocal failed, answered
+        for outcome in outcomes:
+            if outcome.error:
+                failed += 1
+                progress.message(f"{name}, line {outcome.line}: {outcome.error}")
+            else:
+                answered += 1
+                output.write(outcome.result)
+        output.flush()
+        progress.advance(len(outcomes), texts)
+
+    try:
+        pipeline.run(engine, items, args.batch_size, args.batch_size * WINDOW_BATCHES, not regular, emit)
+    except BaseException:
+        output.discard()
+        raise
+    progress.close()
+    output.commit()
+    if failed or args.verbose:
+        where = f" to {args.output}" if args.output else ""
+        print(f"{answered} line(s) answered{where}, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- --benchmark
+
+
+def run_benchmark(bundle: Bundle, runtime, args, log) -> int:
+    failed = 0
+    if args.input:
+        items, name, _, _ = _records(args, bundle)
+        records = []
+        for item in items:
+            if isinstance(item, inputs.BadLine):
+                failed += 1
+                print(f"{name}, line {item.line}: {item.message} (skipped)", file=sys.stderr)
+            else:
+                records.append(item)
+        if args.num_texts:
+            records = [records[i % len(records)] for i in range(args.num_texts)] if records else []
+    else:
+        task = default_task(bundle, args.task)
+        if task is None:
+            raise DeviceError(f"--task is needed: the bundle has {', '.join(bundle.task_names)}")
+        records = None
+    engine = Engine(bundle, runtime, args.threads, args.graph, log)
+    if records is None:
+        records = bench.reference_records(engine, task, args.num_texts or 200)
+    figures = bench.benchmark(engine, records, args.batch_size, args.warmup)
+    print(json.dumps(figures) if args.json else bench.format_report(figures))
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- --list
+
+
+def list_bundle(bundle: Bundle, as_json: bool) -> int:
+    """Tasks, sizes, labels, and whether each file is present and intact. Exit 1 if any is not."""
+    backbone = bundle.backbone
+    rows, problems = [], 0
+
+    def status(entry) -> str:
+        path = bundle.path(entry)
+        if not path.is_file():
+            return "missing"
+        return "ok" if sha256_of(path) == entry.sha256.lower() else "corrupt (sha256 mismatch)"
+
+    backbone_status = status(backbone.entry)
+    problems += backbone_status != "ok"
+    for name in bundle.task_names:
+        try:
+            info = bundle.task(name)
+        except DeviceError as err:
+            rows.append({"task": name, "status": f"invalid manifest entry: {err}"})
+            problems += 1
+            continue
+        task_status = status(info.entry)
+        if task_status == "ok" and info.backbone_fingerprint != backbone.fingerprint:
+            task_status = "built for another backbone"
+        problems += task_status != "ok"
+        size = _size(bundle, info.entry)
+        rows.append({
+            "task": name, "file": info.entry.file, "bytes": size, "weights": info.weights,
+            "problem_type": info.problem_type, "labels": list(info.label_names), "max_length": info.max_length,
+            "ratio_to_backbone": round(size / _size(bundle, backbone.entry), 4) if size and _size(bundle, backbone.entry) else None,
+            "fused": info.fused.file if info.fused else None, "status": task_status,
+        })
+    summary = {
+        "bundle": str(bundle.root), "format_version": bundle.manifest["format_version"], "created_by": bundle.created_by,
+        "backbone": {"file": backbone.entry.file, "bytes": _size(bundle, backbone.entry), "weights": backbone.weights,
+                     "model": backbone.model, "num_layers": backbone.num_layers, "hidden_size": backbone.hidden_size,
+                     "status": backbone_status},
+        "tasks": rows,
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return 1 if problems else 0
+    print(f"bundle {bundle.root} (format {summary['format_version']}, {bundle.created_by})")
+    print(f"backbone  {backbone.entry.file}  {_mb(summary['backbone']['bytes'])}  {backbone.weights}  "
+          f"{backbone.model}, {backbone.num_layers} layers, hidden {backbone.hidden_size}  [{backbone_status}]")
+    for row in rows:
+        if "file" not in row:
+            print(f"task {row['task']}: {row['status']}")
+            continue
+        labels = ", ".join(row["labels"]) or "(regression: a score)"
+        ratio = f" ({row['ratio_to_backbone'] * 100:.1f}% of the backbone)" if row["ratio_to_backbone"] else ""
+        fused = f", fused: {row['fused']}" if row["fused"] else ""
+        print(f"task {row['task']:<8} {row['file']}  {_mb(row['bytes'])}{ratio}  {row['weights']}  "
+              f"max_length {row['max_length']}  labels: {labels}{fused}  [{row['status']}]")
+    return 1 if problems else 0
+
+
+def _size(bundle: Bundle, entry) -> int | None:
+    path = bundle.path(entry)
+    return path.stat().st_size if path.is_file() else entry.bytes
+
+
+def _mb(size: int | None) -> str:
+    if size is None:
+        return "? MB"
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} KB"

@@ -1,0 +1,104 @@
+"""Where results go: JSON lines to stdout or to a file written atomically; a progress bar on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from spartan_device.errors import DeviceError
+
+
+class JsonLinesOutput:
+    """JSON lines to stdout (flushed per window, for streaming) or to ``path`` via a temporary file in
+    the same directory, renamed over ``path`` only by :meth:`commit`. An existing ``path`` is refused
+    unless ``force``."""
+
+    def __init__(self, path: str | None, force: bool = False):
+        self.path = None if path in (None, "-") else Path(path)
+        self._tmp = None
+        if self.path is None:
+            self._handle = sys.stdout
+            return
+        if self.path.exists() and not force:
+            raise DeviceError(f"--output {self.path}: already exists; pass --force to replace it")
+        if self.path.is_dir():
+            raise DeviceError(f"--output {self.path}: is a directory")
+        directory = self.path.parent
+        if not directory.is_dir():
+            raise DeviceError(f"--output {self.path}: directory {directory} does not exist")
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as err:
+            raise DeviceError(f"--output {self.path}: cannot write there ({err.strerror})") from None
+        self._handle = os.fdopen(fd, "w", encoding="utf-8")
+
+    def write(self, obj: dict):
+        self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    def flush(self):
+        self._handle.flush()
+
+    def commit(self):
+        """Finish: stdout is flushed; a file is synced and moved into place."""
+        if self._tmp is None:
+            self._handle.flush()
+            return
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def discard(self):
+        """Abandon a file output (on a fatal error): the temporary file is removed, ``path`` untouched."""
+        if self._tmp is not None:
+            self._handle.close()
+            Path(self._tmp).unlink(missing_ok=True)
+            self._tmp = None
+
+
+class Progress:
+    """``[#####.....] 120/300 lines  45.2 texts/s`` on stderr, redrawn at most 10 times a second.
+    Messages printed through :meth:`message` clear the bar first."""
+
+    def __init__(self, total: int | None, enabled: bool, width: int = 30):
+        self.total, self.enabled, self.width = total, enabled, width
+        self.done = self.texts = 0
+        self.start = self._last = time.perf_counter()
+        self._shown = False
+
+    def advance(self, lines: int, texts: int):
+        self.done += lines
+        self.texts += texts
+        now = time.perf_counter()
+        if self.enabled and (now - self._last >= 0.1 or (self.total and self.done >= self.total)):
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float):
+        rate = self.texts / max(now - self.start, 1e-9)
+        if self.total:
+            filled = int(self.width * min(self.done / self.total, 1.0))
+            bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} lines"
+        else:
+            bar = f"{self.done} lines"
+        sys.stderr.write(f"\r{bar}  {rate:.1f} texts/s")
+        sys.stderr.flush()
+        self._shown = True
+
+    def message(self, text: str):
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+            self._shown = False
+        print(text, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.enabled:
+            if not self._shown:
+                self._draw(time.perf_counter())
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,291 @@
+"""Trained task directories -> a device bundle: the run behind ``python convert/to_tflite.py``.
+
+    1. read every task config; all must share one backbone fingerprint (and agree with the bundle
+       already in the output directory, if any);
+    2. load the backbone once and rebuild each task's Keras model on it;
+    3. convert into a scratch directory: the backbone (unless the bundle's is unchanged), each task
+       file, optionally each fused file, and float32 twins for the parity check;
+    4. parity: the Keras model against the bundle chained as on the device, on dev examples;
+       a float32 bundle that disagrees with Keras is a bug and stops the run before anything is written;
+    5. write the files atomically into the output directory, the manifest last.
+"""
+
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from spartan_tf import artifacts, bundle
+from spartan_tf.errors import SpartanError
+
+DEFAULT_MODELS_DIR = Path("models")
+DEFAULT_OUTPUT_DIR = DEFAULT_MODELS_DIR / "tflite"
+REFERENCE_INPUTS = 3  # dev examples recorded in the manifest for the device's --benchmark
+
+
+class ParityFailure(Exception):
+    """The float32 bundle disagrees with Keras: a conversion bug (exit code 1, nothing written)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to convert. weights: "int8" | "float16" | "float32" (see spartan_tf.export).
+    check_samples: dev examples for the parity check; None = the whole dev set, 0 = skip it."""
+
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    weights: str = "int8"
+    fused: bool = False
+    check_samples: int | None = 200
+
+
+def log(message: str):
+    print(message, flush=True)
+
+
+def discover_model_dirs(models_dir=DEFAULT_MODELS_DIR, output_dir=DEFAULT_OUTPUT_DIR) -> list[Path]:
+    """Every trained task under ``models_dir`` (a subdirectory with config.json), bundle excluded."""
+    models_dir = Path(models_dir)
+    found = sorted(
+        path for path in models_dir.iterdir()
+        if path.is_dir() and (path / artifacts.CONFIG_FILE).is_file() and path.resolve() != Path(output_dir).resolve()
+    ) if models_dir.is_dir() else []
+    if not found:
+        raise SpartanError(
+            f"no trained task under {models_dir}/ (a directory with {artifacts.CONFIG_FILE}); train one with "
+            f"python -m spartan_tf.train, or pass --model-dir"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- checks before any work
+
+
+def read_task_configs(model_dirs) -> dict:
+    """{bundle task key: (model_dir, config)}; refuses two directories with one key."""
+    tasks = {}
+    for model_dir in model_dirs:
+        config = artifacts.read_config(model_dir)
+        key = bundle.task_key(config, model_dir)
+        if key in tasks:
+            raise SpartanError(
+                f"--model-dir {model_dir} and --model-dir {tasks[key][0]} are both task {key!r}; "
+                f"a bundle holds one model per task"
+            )
+        tasks[key] = (Path(model_dir), config)
+    return tasks
+
+
+def check_one_backbone(tasks: dict, existing: dict | None, output_dir) -> str:
+    """The one backbone fingerprint every task (and the existing bundle) shares; else name the odd one out."""
+    fingerprints = {key: config["backbone"]["fingerprint"] for key, (_, config) in tasks.items()}
+    counts = Counter(fingerprints.values())
+    if existing is not None:
+        shared = existing["backbone"]["fingerprint"]
+    else:  # the majority; on a tie, the first task's
+        shared = max(counts, key=lambda fp: (counts[fp], -list(fingerprints.values()).index(fp)))
+    odd = [key for key, fp in fingerprints.items() if fp != shared]
+    if odd:
+        key = odd[0]
+        model_dir, config = tasks[key]
+        against = (
+            f"the bundle in {output_dir} ({existing['backbone']['model']}, {shared[:19]}...)" if existing is not None
+            else f"the other task(s) {', '.join(k for k in tasks if k not in odd)} ({shared[:19]}...)"
+        )
+        raise SpartanError(
+            f"--model-dir {model_dir}: task {key!r} was trained on backbone {config['backbone']['model']} "
+            f"({fingerprints[key][:19]}...), not the one of {against}; a bundle shares one backbone: "
+            f"convert it into another --output-dir"
+        )
+    return shared
+
+
+def check_weights_mode(existing: dict | None, weights: str, output_dir):
+    if existing is not None and existing["backbone"]["weights"] != weights:
+        raise SpartanError(
+            f"--output-dir {output_dir}: holds a {existing['backbone']['weights']} bundle, this run writes "
+            f"{weights} weights; a bundle has one weights mode: choose another --output-dir"
+        )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def convert_bundle(model_dirs, options: Options) -> dict:
+    """Convert the tasks in ``model_dirs`` into the bundle at ``options.output_dir``; returns the manifest."""
+    from spartan_tf import export, parity  # import TensorFlow only once the input is checked
+    from spartan_tf.backbone import Backbone
+
+    output_dir = Path(options.output_dir)
+    tasks = read_task_configs(model_dirs)
+    existing = bundle.read_existing(output_dir)
+    check_one_backbone(tasks, existing, output_dir)
+    check_weights_mode(existing, options.weights, output_dir)
+    dev_examples = {key: dev_examples_for(config, options.check_samples) for key, (_, config) in tasks.items()}
+
+    first_config = next(iter(tasks.values()))[1]
+    backbone = Backbone.load(first_config["backbone"]["model"])
+    models = {key: artifacts.load_trained(model_dir, backbone=backbone)[0] for key, (model_dir, _) in tasks.items()}
+    kept_tasks = {key: entry for key, entry in (existing or {}).get("tasks", {}).items() if key not in tasks}
+    max_length = max([config["max_seq_length"] for _, config in tasks.values()]
+                     + [entry["max_length"] for entry in kept_tasks.values()])
+    check = options.check_samples != 0
+    float_twins = check and options.weights != "float32"
+
+    with tempfile.TemporaryDirectory(prefix="spartan-bundle-") as scratch:
+        scratch = Path(scratch)
+        old = existing["backbone"] if existing else None
+        keep_backbone = (
+            old is not None and old["fingerprint"] == backbone.fingerprint() and old["weights"] == options.weights
+            and old["max_length"] == max_length and bundle.file_matches(output_dir, old)
+        )
+        if keep_backbone:
+            log(f"{bundle.BACKBONE_FILE}: unchanged (same fingerprint, {options.weights} weights, max length "
+                f"{max_length}): kept")
+            backbone_path = output_dir / bundle.BACKBONE_FILE
+        else:
+            backbone_path = scratch / bundle.BACKBONE_FILE
+            convert_to(backbone_path, export.backbone_signatures(backbone, max_length), options.weights)
+        if float_twins:
+            float_backbone = scratch / "backbone.float32.tflite"
+            convert_to(float_backbone, export.backbone_signatures(backbone, max_length), "float32")
+
+        results = {}
+        for key, model in models.items():
+            paths = {"task": scratch / bundle.task_file(key)}
+            convert_to(paths["task"], export.task_signatures(model), options.weights, per_channel=False)
+            if options.fused:
+                paths["fused"] = scratch / bundle.fused_file(key)
+                convert_to(paths["fused"], export.fused_signatures(backbone, model, max_length), options.weights)
+            if float_twins:
+                paths["float_task"] = scratch / f"{key}.float32.tflite"
+                convert_to(paths["float_task"], export.task_signatures(model), "float32")
+            rows = None
+            if check:
+                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], backbone_path, paths,
+                                    float_backbone if float_twins else backbone_path, options.weights)
+            results[key] = (paths, rows)
+
+        failures = [(key, rows[0]) for key, (_, rows) in results.items() if rows and rows[0].agreement < parity.MIN_FLOAT_AGREEMENT]
+        if failures:
+            key, row = failures[0]
+            raise ParityFailure(
+                f"task {key!r}: the float32 bundle agrees with Keras on only {100 * row.agreement:.2f}% of the "
+                f"checked dev examples (minimum {100 * parity.MIN_FLOAT_AGREEMENT:.0f}%): a conversion bug; "
+                f"nothing was written to {output_dir}"
+            )
+
+        # ---- everything checked: write the bundle, manifest last
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if keep_backbone:
+            backbone_file = {key: old[key] for key in ("file", "sha256", "bytes")}
+        else:
+            backbone_file = bundle.write_file(output_dir, bundle.BACKBONE_FILE, backbone_path.read_bytes())
+        tokenizer = backbone.tokenizer(max_length).to_str().encode()
+        tokenizer_file = bundle.write_file(output_dir, bundle.TOKENIZER_FILE, tokenizer)
+        entries = dict(kept_tasks)
+        for key, (paths, _) in results.items():
+            model_dir, config = tasks[key]
+            task_file = bundle.write_file(output_dir, bundle.task_file(key), paths["task"].read_bytes())
+            fused = None
+            if "fused" in paths:
+                fused = bundle.write_file(output_dir, bundle.fused_file(key), paths["fused"].read_bytes())
+            entries[key] = bundle.task_entry(
+                task_file, config, options.weights, read_dev_metrics(model_dir),
+                reference_inputs(dev_examples[key]), fused,
+            )
+        backbone_block = bundle.backbone_entry(backbone_file, backbone, max_length, options.weights)
+        manifest = bundle.write_manifest(output_dir, backbone_block, tokenizer_file, entries)
+    log(size_table(output_dir, manifest))
+    return manifest
+
+
+def convert_to(path: Path, signatures: dict, weights: str, per_channel: bool = True):
+    """Convert ``signatures`` and write the .tflite to ``path`` (a scratch file), logging size and time."""
+    from spartan_tf import export
+
+    start = time.perf_counter()
+    flatbuffer = export.to_tflite(signatures, weights, per_channel=per_channel)
+    path.write_bytes(flatbuffer)
+    log(f"converted {path.name} ({weights}): {len(flatbuffer):,} bytes in {time.perf_counter() - start:.0f} s")
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def dev_examples_for(config: dict, check_samples: int | None) -> list:
+    """The first ``check_samples`` dev examples of the task's training-time data source."""
+    from spartan_tf.sources import DataSource, read_split
+
+    task = artifacts.task_from_config(config)
+    try:
+        examples = read_split(task, DataSource.from_dict(config["task"]["data"]), "dev")
+    except SpartanError as err:
+        if check_samples == 0:
+            return []
+        raise SpartanError(f"the parity check needs task {task.name}'s dev data: {err} "
+                           f"(--check-samples 0 skips the check)") from None
+    return examples if check_samples is None else examples[:check_samples]
+
+
+def check_parity(key, config, model, backbone, examples, backbone_path, paths, float_backbone_path, weights) -> list:
+    """Keras vs the bundle's paths on ``examples``; prints the table; returns the rows, float32 first."""
+    from spartan_tf import data, parity
+    from spartan_tf.metrics import compute_metrics
+
+    task = artifacts.task_from_config(config)
+    encoded = data.encode(backbone.tokenizer(config["max_seq_length"]), examples)
+    labels = [example.label for example in examples]
+    start = time.perf_counter()
+    reference = parity.keras_logits(model, task, encoded)
+    split = lambda b, t: parity.run_one_by_one(parity.SplitBundle(b, t), encoded)  # noqa: E731
+    float_task = paths.get("float_task", paths["task"])
+    rows = [parity.compare("float32 (Keras graph, no quantization)", task, reference,
+                           split(float_backbone_path, float_task), labels)]
+    if weights != "float32":
+        rows.append(parity.compare(f"{weights} backbone + float32 task", task, reference,
+                                   split(backbone_path, float_task), labels))
+        rows.append(parity.compare(f"{weights} backbone + {weights} task (written)", task, reference,
+                                   split(backbone_path, paths["task"]), labels))
+    if "fused" in paths:
+        fused = parity.run_one_by_one(parity.FusedBundle(paths["fused"]), encoded)
+        rows.append(parity.compare(f"{weights} fused (written)", task, reference, fused, labels))
+    keras_row = parity.ParityRow("keras (tf_keras, reference)", None, None,
+                                 compute_metrics(task, reference, labels))
+    log(parity.format_table(key, task, len(examples), [keras_row] + rows)
+        + f"\n  ({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
+# --------------------------------------------------------------------------- manifest details
+
+
+def read_dev_metrics(model_dir) -> dict:
+    """The final Keras dev metrics training recorded in metrics.json ({} if absent)."""
+    import json
+
+    path = Path(model_dir) / artifacts.METRICS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()).get("final", {}))
+    except (ValueError, AttributeError):
+        return {}
+
+
+def reference_inputs(examples) -> list:
+    return [{"text": example.text, "text_pair": example.text_pair} for example in examples[:REFERENCE_INPUTS]]
+
+
+def size_table(output_dir, manifest) -> str:
+    """Bytes of every bundle file and each task's ratio to the backbone (goal: at most 2%)."""
+    backbone = manifest["backbone"]
+    lines = [f"bundle {output_dir} ({backbone['weights']} weights, max length {backbone['max_length']}):",
+             f"  {'file':<28} {'bytes':>12} {'of backbone':>12}",
+             f"  {backbone['file']:<28} {backbone['bytes']:>12,}"]
+    for entry in manifest["tasks"].values():
+        mark = "" if entry["size_ratio_to_backbone"] <= 0.02 else "  (over the 2% goal)"
+        lines.append(f"  {entry['file']:<28} {entry['bytes']:>12,} {100 * entry['size_ratio_to_backbone']:>11.2f}%{mark}")
+        if "fused" in entry:
+            lines.append(f"  {entry['fused']['file']:<28} {entry['fused']['bytes']:>12,}")
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""The device client end to end (subprocess) on bundles converted from tiny trained tasks:
+its numbers against the Keras model, its input and output formats, several tasks in one process."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import CLIENT, REPO, SAMPLES, TASK_LENGTHS, json_lines, run_client
+
+LONG = " ".join(f"word{i} and the sentence goes on" for i in range(40))  # far beyond 128 tokens
+ITEMS = {
+    "qnli": [
+        ("Who wrote Hamlet?", "Hamlet was written by Shakespeare."),
+        ("What is the capital of France?", "Paris is the capital and largest city of France."),
+        ("Why?", LONG),                      # truncation takes tokens from the longer text only
+        (LONG, "Short answer."),
+        (LONG + " first", LONG + " second"),  # both long: longest_first alternates
+        ("When did it happen?", "It happened in 1999 , during the summer ."),
+    ],
+    "sst2": [
+        ("it 's a charming and often affecting journey .", None),
+        ("unflinchingly bleak and desperate", None),
+        (LONG, None),                        # beyond sst2's max length of 32
+        ("a", None),
+    ],
+}
+
+
+def keras_logits(task_dir, items):
+    """Reference logits from the Keras task model, one unpadded example at a time."""
+    from spartan_tf import artifacts, data
+
+    model, config, backbone, _ = artifacts.load_trained(str(task_dir))
+    tokenizer = backbone.tokenizer(config["max_seq_length"])
+    encoded = data.encode(tokenizer, [data.Example(text, pair, 0) for text, pair in items])
+    rows = []
+    for i in range(len(items)):
+        features = {name: np.array([encoded[name][i]], dtype=np.int32) for name in data.FEATURE_NAMES}
+        rows.append(model(features, training=False).numpy()[0])
+    return np.array(rows)
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_task_dirs):
+    return {task: keras_logits(tiny_task_dirs[task], items) for task, items in ITEMS.items()}
+
+
+def mixed_input(path):
+    """A JSON-lines file that alternates the two tasks, ids i0, i1, ..."""
+    lines, order = [], []
+    queues = {task: list(enumerate(items)) for task, items in ITEMS.items()}
+    while any(queues.values()):
+        for task, queue in queues.items():
+            if queue:
+                index, (text, pair) = queue.pop(0)
+                record = {"id": f"i{len(lines)}", "task": task, "text": text}
+                if pair is not None:
+                    record["text_pair"] = pair
+                lines.append(json.dumps(record))
+                order.append((task, index))
+    path.write_text("\n".join(lines) + "\n")
+    return order
+
+
+@pytest.mark.parametrize("graph", ["split", "fused"])
+def test_mixed_tasks_match_keras_float(float_bundle, reference, tmp_path, graph):
+    """float32 bundle: every logit within 1e-4 of Keras, batched and padded as the client likes."""
+    order = mixed_input(tmp_path / "mixed.jsonl")
+    done = run_client("--bundle", float_bundle, "--input", tmp_path / "mixed.jsonl", "--batch-size", 3,
+                      "--graph", graph, check_rc=0)
+    rows = json_lines(done.stdout)
+    assert [row["id"] for row in rows] == [f"i{i}" for i in range(len(order))]
+    for row, (task, index) in zip(rows, order):
+        assert row["task"] == task
+        np.testing.assert_allclose(row["logits"], reference[task][index], atol=1e-4, err_msg=f"{task} #{index}")
+        labels = ["entailment", "not_entailment"] if task == "qnli" else ["negative", "positive"]
+        assert row["label"] == labels[int(np.argmax(reference[task][index]))]
+        probs = np.exp(reference[task][index]) / np.exp(reference[task][index]).sum()
+        np.testing.assert_allclose([row["scores"][name] for name in labels], probs, atol=1e-4)
+
+
+def test_int8_close_to_keras_and_fused_equals_split(int8_bundle, reference, tmp_path):
+    order = mixed_input(tmp_path / "mixed.jsonl")
+    split = json_lines(run_client("--bundle", int8_bundle, "--input", tmp_path / "mixed.jsonl", check_rc=0).stdout)
+    fused = json_lines(run_client("--bundle", int8_bundle, "--input", tmp_path / "mixed.jsonl", "--graph", "fused",
+                                  check_rc=0).stdout)
+    for a, b, (task, index) in zip(split, fused, order):
+        np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-3)
+        expected = reference[task][index]
+        scale = max(float(np.abs(expected).max()), 0.1)
+        assert np.abs(np.array(a["logits"]) - expected).max() <= 0.15 * scale + 0.02, (task, index, a, expected)
+
+
+def test_one_text_prints_label_and_scores(float_bundle, reference):
+    text, pair = ITEMS["qnli"][0]
+    done = run_client("--bundle", float_bundle, "--task", "qnli", "--text", text, "--text-pair", pair, check_rc=0)
+    lines = done.stdout.splitlines()
+    expected = ["entailment", "not_entailment"][int(np.argmax(reference["qnli"][0]))]
+    assert lines[0] == f"qnli: {expected}"
+    scores = {line.split()[0]: float(line.split()[1]) for line in lines[1:]}
+    assert set(scores) == {"entailment", "not_entailment"}
+    assert abs(sum(scores.values()) - 1) < 1e-3
+
+    as_json = json.loads(run_client("--bundle", float_bundle, "--task", "qnli", "--text", text, "--text-pair", pair,
+                                    "--json", check_rc=0).stdout)
+    np.testing.assert_allclose(as_json["logits"], reference["qnli"][0], atol=1e-4)
+    assert as_json["label"] == expected
+
+
+def test_glue_tsv_layouts(float_bundle, tmp_path):
+    """QNLI dev (question/sentence, index ids) and SST-2 dev (sentence) as GLUE ships them."""
+    out = tmp_path / "qnli.jsonl"
+    done = run_client("--bundle", float_bundle, "--task", "qnli", "--input", SAMPLES / "QNLI" / "dev.tsv",
+                      "--output", out, check_rc=0)
+    assert done.stdout == ""
+    rows = json_lines(out.read_text())
+    ids = [line.split("\t")[0] for line in (SAMPLES / "QNLI" / "dev.tsv").read_text().splitlines()[1:]]
+    assert [row["id"] for row in rows] == ids
+    assert {row["task"] for row in rows} == {"qnli"}
+
+    rows = json_lines(run_client("--bundle", float_bundle, "--task", "sst2", "--input", SAMPLES / "SST-2" / "dev.tsv",
+                                 check_rc=0).stdout)
+    assert len(rows) == len((SAMPLES / "SST-2" / "dev.tsv").read_text().splitlines()) - 1
+    assert rows[0]["id"] == 2  # no id column: the line number (line 1 is the header)
+    assert {row["label"] for row in rows} <= {"negative", "positive"}
+
+
+def test_tsv_matches_jsonl(float_bundle, tmp_path):
+    rows = [("Who wrote Hamlet?", "Hamlet was written by Shakespeare."), ("Why?", "Because.")]
+    (tmp_path / "in.tsv").write_text("question\tsentence\n" + "".join(f"{q}\t{s}\n" for q, s in rows))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": q, "text_pair": s}) + "\n" for q, s in rows))
+    tsv = json_lines(run_client("--bundle", float_bundle, "--task", "qnli", "--input", tmp_path / "in.tsv",
+                                check_rc=0).stdout)
+    jsonl = json_lines(run_client("--bundle", float_bundle, "--task", "qnli", "--input", tmp_path / "in.jsonl",
+                                  check_rc=0).stdout)
+    assert [r["logits"] for r in tsv] == [r["logits"] for r in jsonl]
+
+
+def test_backbone_loads_once_tasks_lazily(float_bundle, tmp_path):
+    mixed_input(tmp_path / "mixed.jsonl")
+    done = run_client("--bundle", float_bundle, "--input", tmp_path / "mixed.jsonl", "--batch-size", 1, "--verbose",
+                      check_rc=0)
+    loads = [line for line in done.stderr.splitlines() if line.startswith("loaded ")]
+    assert [line.split()[1:3] for line in loads] == [["backbone", "backbone.tflite"], ["task", "qnli"],
+                                                     ["task", "sst2"]]
+    only_sst2 = run_client("--bundle", float_bundle, "--task", "sst2", "--text", "fine", "--verbose", check_rc=0)
+    assert "qnli" not in only_sst2.stderr
+
+
+def test_output_file_is_atomic_and_not_overwritten(float_bundle, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("keep me\n")
+    done = run_client("--bundle", float_bundle, "--task", "sst2", "--input", SAMPLES / "SST-2" / "dev.tsv",
+                      "--output", out, check_rc=2)
+    assert f"error: --output {out}: already exists; pass --force" in done.stderr
+    assert out.read_text() == "keep me\n"
+    run_client("--bundle", float_bundle, "--task", "sst2", "--input", SAMPLES / "SST-2" / "dev.tsv", "--output", out,
+               "--force", check_rc=0)
+    assert len(json_lines(out.read_text())) == 48
+    # a fatal error (here: the TSV has no text column) leaves no file and no temporary behind
+    (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
+    done = run_client("--bundle", float_bundle, "--task", "sst2", "--input", tmp_path / "bad.tsv",
+                      "--output", tmp_path / "new.jsonl", check_rc=2)
+    assert "no text column" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tsv", "out.jsonl"]
+
+
+def test_stdin_streams_each_line_before_the_next_arrives(float_bundle):
+    process = subprocess.Popen([sys.executable, str(CLIENT), "--bundle", str(float_bundle), "--task", "sst2",
+                                "--input", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        process.stdin.write(json.dumps({"text": "a fine film", "id": "first"}) + "\n")
+        process.stdin.flush()
+        start = time.monotonic()
+        first = json.loads(process.stdout.readline())  # stdin is still open
+        assert first["id"] == "first" and time.monotonic() - start < 60
+        process.stdin.write("a dull film\n")  # the first line made this JSON lines: a bad line, reported
+        process.stdin.write(json.dumps({"text": "a dull film", "id": "second"}) + "\n")
+        process.stdin.close()
+        rest = process.stdout.read()
+        assert process.wait(timeout=60) == 1
+    finally:
+        process.kill()
+    assert [row["id"] for row in json_lines(rest)] == ["second"]
+    assert "<stdin>, line 2: not valid JSON" in process.stderr.read()
+
+
+def test_list_shows_tasks_sizes_labels(float_bundle):
+    done = run_client("--bundle", float_bundle, "--list", check_rc=0)
+    assert "backbone.tflite" in done.stdout
+    for line, labels in (("task qnli", "entailment, not_entailment"), ("task sst2", "negative, positive")):
+        row = next(x for x in done.stdout.splitlines() if x.startswith(line))
+        assert labels in row and row.endswith("[ok]")
+    data = json.loads(run_client("--bundle", float_bundle, "--list", "--json", check_rc=0).stdout)
+    assert {t["task"]: t["max_length"] for t in data["tasks"]} == TASK_LENGTHS
+    for task in data["tasks"]:
+        assert task["bytes"] == (float_bundle / task["file"]).stat().st_size
+
+
+@pytest.mark.parametrize("graph", ["split", "fused", "backbone"])
+def test_benchmark_json(float_bundle, graph):
+    done = run_client("--bundle", float_bundle, "--task", "qnli", "--benchmark", "--num-texts", 20, "--threads", 1,
+                      "--batch-size", 2, "--graph", graph, "--json", check_rc=0)
+    figures = json.loads(done.stdout)
+    assert figures["texts"] == 20 and figures["graph"] == graph and figures["threads"] == 1
+    lat = figures["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert figures["texts_per_s"] > 0 and figures["peak_rss_mb"] > 10
+    assert figures["runtime"].startswith("ai_edge_litert")
+    text = run_client("--bundle", float_bundle, "--task", "qnli", "--benchmark", "--num-texts", 4, check_rc=0).stdout
+    assert "p50" in text and "texts/s" in text and "peak memory" in text
+
+
+def test_benchmark_from_input_file(float_bundle):
+    figures = json.loads(run_client("--bundle", float_bundle, "--task", "sst2", "--benchmark", "--input",
+                                    SAMPLES / "SST-2" / "dev.tsv", "--json", check_rc=0).stdout)
+    assert figures["texts"] == 48 and figures["tasks"] == ["sst2"]
+
+
+def test_tensorflow_runtime_gives_the_same_numbers(float_bundle, reference):
+    text, pair = ITEMS["qnli"][1]
+    done = run_client("--bundle", float_bundle, "--task", "qnli", "--text", text, "--text-pair", pair, "--json",
+                      "--runtime", "tensorflow", "--verbose", check_rc=0)
+    assert "runtime tensorflow" in done.stderr
+    np.testing.assert_allclose(json.loads(done.stdout)["logits"], reference["qnli"][1], atol=1e-4)
+
+
+def test_client_imports_neither_tensorflow_nor_spartan_tf(float_bundle):
+    probe = (
+        "import runpy, sys\n"
+        "bundle, client = sys.argv[1:3]\n"
+        "sys.argv = [client, '--bundle', bundle, '--task', 'sst2', '--text', 'ok']\n"
+        "try:\n    runpy.run_path(client, run_name='__main__')\nexcept SystemExit as done:\n    print('EXIT', done.code)\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'spartan_tf', 'transformers', 'tf_keras')]\n"
+        "print('IMPORTED', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(float_bundle), str(CLIENT)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert "EXIT 0" in done.stdout and "IMPORTED []" in done.stdout, done.stdout + done.stderr

@@ -1,0 +1,91 @@
+"""The client's pieces in-process: input parsing (column rule, line numbers) and tokenization parity
+with training. No bundle needed."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLES
+
+sys.path.insert(0, str(REPO / "device"))
+
+from spartan_device.engine import Tokenization, pad  # noqa: E402
+from spartan_device.errors import DeviceError  # noqa: E402
+from spartan_device.inputs import BadLine, Record, read_records  # noqa: E402
+
+
+def records(text: str | bytes, name="in.tsv", task="qnli", columns=None, fmt="auto"):
+    data = text.encode() if isinstance(text, str) else text
+    return list(read_records(data.splitlines(keepends=True), name, fmt, task, columns))
+
+
+@pytest.mark.parametrize("header,row,text,pair", [
+    ("index\tquestion\tsentence\tlabel", "7\tQ?\tS.\tentailment", "Q?", "S."),                 # QNLI
+    ("index\tsentence1\tsentence2\tlabel", "7\tA.\tB.\tentailment", "A.", "B."),               # RTE, STS-B...
+    ("sentence\tlabel", "Nice film .\t1", "Nice film .", None),                                # SST-2
+    ("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String", "1\t1\t2\tA.\tB.", "A.", "B."),           # MRPC
+    ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "7\t1\t2\tA?\tB?\t0", "A?", "B?"),  # QQP
+    ("text\ttext_pair\tlabel", "A\tB\tx", "A", "B"),                                           # custom
+    ("index\tsentence", "7\tOnly one.", "Only one.", None),                                    # CoLA test
+])
+def test_tsv_column_rule(header, row, text, pair):
+    (record,) = records(f"{header}\n{row}\n")
+    assert (record.text, record.text_pair) == (text, pair)
+    assert record.id == ("7" if "7\t" in row else 2)
+    assert record.line == 2 and record.task == "qnli"
+
+
+def test_columns_override_and_task_column():
+    rows = records("task\tq\ts\nsst2\tNice .\tignored\n\tWhy?\tBecause.\n", columns=("q", "s"))
+    assert [(r.task, r.text, r.text_pair) for r in rows] == [("sst2", "Nice .", "ignored"),
+                                                             ("qnli", "Why?", "Because.")]
+    with pytest.raises(DeviceError, match="--columns: no column 'x' in the header"):
+        records("q\ts\na\tb\n", columns=("x",))
+
+
+def test_cola_files_without_header():
+    rows = records((SAMPLES / "CoLA" / "dev.tsv").read_bytes(), name="dev.tsv", task="cola")
+    first = (SAMPLES / "CoLA" / "dev.tsv").read_text().splitlines()[0].split("\t")
+    assert all(isinstance(r, Record) for r in rows) and len(rows) == 48
+    assert (rows[0].line, rows[0].text, rows[0].text_pair) == (1, first[3], None)
+
+
+def test_format_detection_and_blank_lines():
+    rows = records('\n{"text": "a", "id": 5}\n\n{"text": "b"}\n', name="<stdin>")
+    assert [(r.line, r.id, r.text) for r in rows] == [(2, 5, "a"), (4, 4, "b")]
+    rows = records("sentence\n\nfine\n", name="<stdin>")
+    assert [(r.line, r.text) for r in rows] == [(3, "fine")]
+    assert records("", name="<stdin>") == []
+
+
+def test_bad_lines_keep_their_numbers():
+    rows = records(b'\xef\xbb\xbf{"text": "bom ok"}\n{"text": 3}\n{"text": "a", "task": 7}\n{"text": "x", "text_pair": 2}\n',
+                   name="x.jsonl", task=None)
+    assert isinstance(rows[0], BadLine) and rows[0].message == "no task: pass --task, or give each line a task"
+    assert [r.line for r in rows] == [1, 2, 3, 4]
+    assert rows[1].message == "text must be a string, got 3"
+    assert rows[2].message == 'field "task" must be a string, got 7'
+    assert rows[3].message == "text_pair must be a string, got 2"
+
+
+def test_tokenization_matches_training(tiny_backbone, tiny_model_dir):
+    """The bundle's tokenizer.json (padding to 128 built in, as shipped) used as in training."""
+    from spartan_tf import data
+
+    long_text = " ".join(["tokenization"] * 90)
+    items = [("Who wrote Hamlet?", "Shakespeare."), ("Why?", long_text), (long_text, "short"),
+             (long_text, long_text + " more"), ("single sentence only", None), (long_text, None)]
+    client = Tokenization(tiny_model_dir / "tokenizer.json")
+    for max_length in (16, 128):
+        expected = data.encode(tiny_backbone.tokenizer(max_length), [data.Example(t, p, 0) for t, p in items])
+        encodings = client.encode(items, max_length)
+        assert [e.ids for e in encodings] == expected["input_ids"]
+        assert [e.type_ids for e in encodings] == expected["token_type_ids"]
+        assert [e.attention_mask for e in encodings] == expected["attention_mask"]
+        assert max(len(e.ids) for e in encodings) == max_length  # truncated, and never padded
+    batch = pad(client.encode(items[:2], 128))
+    lengths = [len(e.ids) for e in client.encode(items[:2], 128)]
+    assert batch.input_ids.shape == (2, max(lengths)) and batch.input_ids.dtype == np.int32
+    assert batch.attention_mask.sum(1).tolist() == lengths
+    assert batch.input_ids[0, lengths[0]:].tolist() == [0] * (max(lengths) - lengths[0])

@@ -1,0 +1,395 @@
+"""The converter (convert/to_tflite.py, spartan_tf.export/bundle/parity/conversion) on tiny random BERTs.
+
+Each conversion here takes a few seconds: the backbone is a 2-layer, hidden-32 BERT (conftest.py)
+and the tasks are random memories + heads saved like trained tasks.
+"""
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import GLUE_SAMPLES, REPO
+
+MAX_LENGTH = 64
+CHECK = "16"  # dev examples in each conversion's parity check
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("to_tflite", REPO / "convert" / "to_tflite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli(capsys, *args):
+    """(exit code, stdout, stderr) of ``python convert/to_tflite.py *args``, in process."""
+    code = load_cli().cli([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int) -> Path:
+    """A task directory like spartan_tf.train writes, with random (not trained) task weights.
+
+    The weights are drawn larger than the initialisers' so that memories and head change the
+    logits visibly from example to example (parity on near-constant logits would prove little).
+    """
+    from spartan_tf import artifacts, tasks
+    from spartan_tf.methods.spartan import SpartanMethod
+    from spartan_tf.model import build_task_model
+    from spartan_tf.sources import DataSource
+
+    task = tasks.get_task(task_name)
+    method = SpartanMethod(num_parents=4, children_per_parent=2, top_k=2, temperature=1.6)
+    model = build_task_model(backbone, method, task.num_outputs, head_dropout=0.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+    config = {
+        "task": {
+            "name": task.name, "problem_type": task.problem_type, "label_names": list(task.label_names),
+            "metric_names": list(task.metric_names), "data": DataSource("glue_dir", data_dir=str(GLUE_SAMPLES)).to_dict(),
+        },
+        "backbone": backbone.describe(),
+        "method": method.to_dict(),
+        "head": {"dropout": 0.0},
+        "max_seq_length": MAX_LENGTH,
+        "training": {},
+    }
+    artifacts.save_task(out_dir, model, config, {"task": task.name, "final": {task.metric_names[0]: 0.5}})
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def task_dirs(tmp_path_factory, tiny_backbone, other_tiny_model_dir):
+    """{"qnli", "sst2": tasks on tiny_backbone, "odd": an rte task on another backbone}."""
+    from spartan_tf.backbone import Backbone
+
+    root = tmp_path_factory.mktemp("tasks")
+    return {
+        "qnli": save_tiny_task(root / "qnli", tiny_backbone, "qnli", seed=11),
+        "sst2": save_tiny_task(root / "sst2", tiny_backbone, "sst2", seed=12),
+        "odd": save_tiny_task(root / "odd", Backbone.load(str(other_tiny_model_dir)), "rte", seed=13),
+    }
+
+
+@pytest.fixture(scope="module")
+def bundle_runs(tmp_path_factory, task_dirs):
+    """One int8 bundle written twice: qnli (with --fused), then sst2 added by a second run.
+
+    Returns (bundle dir, {"first": (code, stdout, stderr), "second": ...}, backbone stat after run 1).
+    """
+    out = tmp_path_factory.mktemp("bundle") / "tflite"
+    runs = {}
+    with pytest.MonkeyPatch.context():
+        capsys = _Capture()
+        runs["first"] = capsys.run("--model-dir", task_dirs["qnli"], "--output-dir", out, "--fused", "--check-samples", CHECK)
+        first_stat = (out / "backbone.tflite").stat() if (out / "backbone.tflite").exists() else None
+        runs["second"] = capsys.run("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", CHECK)
+    return out, runs, first_stat
+
+
+class _Capture:
+    """capsys is function-scoped; module fixtures capture the CLI's output themselves."""
+
+    def run(self, *args):
+        import contextlib
+        import io
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = load_cli().cli([str(arg) for arg in args])
+        return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def float_bundle(tmp_path_factory, task_dirs):
+    out = tmp_path_factory.mktemp("float") / "tflite"
+    code, stdout, stderr = _Capture().run("--model-dir", task_dirs["qnli"], "--output-dir", out, "--float",
+                                          "--check-samples", CHECK)
+    assert code == 0, stderr
+    return out
+
+
+# --------------------------------------------------------------------------- the bundle contract
+
+
+def test_conversion_succeeds_and_prints_parity_and_sizes(bundle_runs):
+    _, runs, _ = bundle_runs
+    for name in ("first", "second"):
+        code, stdout, stderr = runs[name]
+        assert code == 0, f"{name} run failed: {stderr}"
+        assert "parity on 16" in stdout and "float32 (Keras graph, no quantization)" in stdout
+        assert "of backbone" in stdout
+    assert "int8 fused (written)" in runs["first"][1]
+
+
+def test_manifest_fields_and_sha256(bundle_runs, task_dirs, tiny_backbone):
+    out, _, _ = bundle_runs
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["created_by"].startswith("spartan-tf ")
+    backbone = manifest["backbone"]
+    assert backbone["fingerprint"] == tiny_backbone.fingerprint()
+    assert (backbone["hidden_size"], backbone["num_layers"], backbone["max_length"]) == (32, 2, MAX_LENGTH)
+    assert backbone["weights"] == "int8" and backbone["model"] == tiny_backbone.name
+    assert set(manifest["tasks"]) == {"qnli", "sst2"}
+
+    files = [manifest["tokenizer"], backbone] + list(manifest["tasks"].values()) + [manifest["tasks"]["qnli"]["fused"]]
+    for entry in files:
+        data = (out / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["file"]
+        if "bytes" in entry:
+            assert len(data) == entry["bytes"]
+
+    qnli = manifest["tasks"]["qnli"]
+    assert qnli["file"] == "qnli.tflite" and qnli["fused"]["file"] == "qnli.fused.tflite"
+    assert qnli["backbone_fingerprint"] == backbone["fingerprint"]
+    assert qnli["label_names"] == ["entailment", "not_entailment"]
+    assert qnli["problem_type"] == "classification" and qnli["max_length"] == MAX_LENGTH
+    assert qnli["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
+                              "temperature": 1.6, "balance_loss_scale": 0.0, "path": "dense"}
+    assert qnli["weights"] == "int8"
+    assert qnli["keras_dev_metrics"] == {"accuracy": 0.5}
+    assert qnli["size_ratio_to_backbone"] == pytest.approx(qnli["bytes"] / backbone["bytes"], abs=1e-5)
+    assert len(qnli["reference_inputs"]) == 3 and all(ref["text"] and ref["text_pair"] for ref in qnli["reference_inputs"])
+    assert manifest["tasks"]["sst2"]["reference_inputs"][0]["text_pair"] is None
+
+
+def test_tokenizer_is_the_training_tokenizer(bundle_runs, tiny_backbone):
+    out, _, _ = bundle_runs
+    assert (out / "tokenizer.json").read_text() == tiny_backbone.tokenizer(MAX_LENGTH).to_str()
+
+
+def signatures_of(path):
+    from spartan_tf.parity import interpreter_class
+
+    interpreter = interpreter_class()(model_path=str(path))
+    return interpreter, interpreter.get_signature_list()
+
+
+def test_signatures_names_and_dynamic_shapes(bundle_runs):
+    out, _, _ = bundle_runs
+    interpreter, signatures = signatures_of(out / "backbone.tflite")
+    assert signatures == {
+        "embed": {"inputs": ["input_ids", "token_type_ids"], "outputs": ["hidden"]},
+        "layer_00": {"inputs": ["attention_mask", "hidden"], "outputs": ["hidden"]},
+        "layer_01": {"inputs": ["attention_mask", "hidden"], "outputs": ["hidden"]},
+    }
+    shapes = {
+        name: list(detail["shape_signature"])
+        for name, detail in interpreter.get_signature_runner("layer_01").get_input_details().items()
+    }
+    assert shapes == {"hidden": [-1, -1, 32], "attention_mask": [-1, -1]}
+    embed_inputs = interpreter.get_signature_runner("embed").get_input_details()
+    assert {name: list(d["shape_signature"]) for name, d in embed_inputs.items()} == {
+        "input_ids": [-1, -1], "token_type_ids": [-1, -1]}
+    assert {name: d["dtype"] for name, d in embed_inputs.items()} == {"input_ids": np.int32, "token_type_ids": np.int32}
+
+    _, task_signatures = signatures_of(out / "qnli.tflite")
+    assert task_signatures == {
+        "memory_00": {"inputs": ["hidden"], "outputs": ["hidden"]},
+        "memory_01": {"inputs": ["hidden"], "outputs": ["hidden"]},
+        "head": {"inputs": ["hidden"], "outputs": ["logits"]},
+    }
+    _, fused = signatures_of(out / "qnli.fused.tflite")
+    assert fused == {"classify": {"inputs": ["attention_mask", "input_ids", "token_type_ids"], "outputs": ["logits"]}}
+
+
+def test_only_builtin_ops_in_every_written_file(bundle_runs, float_bundle):
+    from spartan_tf.export import operator_names
+
+    written = sorted(bundle_runs[0].glob("*.tflite")) + sorted(float_bundle.glob("*.tflite"))
+    assert len(written) == 5
+    for path in written:
+        names = operator_names(path.read_bytes())
+        assert "FULLY_CONNECTED" in names, path.name
+        assert not [name for name in names if name.startswith("CUSTOM:")], f"{path.name}: {names}"
+
+
+def test_operator_scan_sees_flex_ops():
+    """The scanner behind the test above reports a Flex op when there is one."""
+    import tensorflow as tf
+
+    from spartan_tf.errors import SpartanError
+    from spartan_tf.export import check_builtin_only, operator_names
+
+    function = tf.function(lambda x: {"y": tf.linalg.inv(x)}, input_signature=[tf.TensorSpec([3, 3], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    flatbuffer = converter.convert()
+    assert operator_names(flatbuffer) == ["CUSTOM:FlexMatrixInverse"]
+    with pytest.raises(SpartanError, match="FlexMatrixInverse"):
+        check_builtin_only(flatbuffer, "inverse")
+
+
+def test_int8_backbone_quantizes_the_embedding_table(bundle_runs, float_bundle):
+    """Dynamic-range int8: about a quarter of the float32 file (the tiny model is mostly embeddings)."""
+    int8 = (bundle_runs[0] / "backbone.tflite").stat().st_size
+    float32 = (float_bundle / "backbone.tflite").stat().st_size
+    assert int8 < 0.3 * float32
+
+
+# --------------------------------------------------------------------------- numbers against Keras
+
+
+def example_inputs(backbone, texts):
+    tokenizer = backbone.tokenizer(MAX_LENGTH)
+    encodings = [tokenizer.encode(*text) if isinstance(text, tuple) else tokenizer.encode(text) for text in texts]
+    as_batch = lambda values: np.asarray([values], dtype=np.int32)  # noqa: E731
+    return [(as_batch(e.ids), as_batch(e.attention_mask), as_batch(e.type_ids)) for e in encodings]
+
+
+TEXTS = ["Hi.", ("What is the capital of France?", "Paris is the capital and largest city of France."),
+         "A much longer sentence, with punctuation, numbers like 1984 and rare words: quixotic zephyr."]
+
+
+def test_float_bundle_matches_keras_numbers(float_bundle, task_dirs, tiny_backbone):
+    """float32 bundle chained as on the device == the Keras model, at several lengths, same interpreter."""
+    from spartan_tf import artifacts
+    from spartan_tf.parity import SplitBundle
+
+    model = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[0]
+    chain = SplitBundle(float_bundle / "backbone.tflite", float_bundle / "qnli.tflite")
+    lengths = set()
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        lengths.add(ids.shape[1])
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        np.testing.assert_allclose(chain.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+        embedded = chain.embed(input_ids=ids, token_type_ids=types)["hidden"]
+        np.testing.assert_allclose(embedded, tiny_backbone.embed(ids, types).numpy(), atol=1e-5)
+    assert len(lengths) == 3
+
+
+def test_int8_bundle_close_to_keras_and_padding_is_harmless(bundle_runs, task_dirs, tiny_backbone):
+    from spartan_tf import artifacts
+    from spartan_tf.parity import FusedBundle, SplitBundle
+
+    out = bundle_runs[0]
+    model = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[0]
+    chain = SplitBundle(out / "backbone.tflite", out / "qnli.tflite")
+    fused = FusedBundle(out / "qnli.fused.tflite")
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        split_logits = chain.logits(ids, mask, types)
+        scale = np.abs(keras).max()
+        assert np.abs(split_logits - keras).max() < 0.1 * scale
+        assert np.abs(fused.logits(ids, mask, types) - keras).max() < 0.1 * scale
+        padded = [np.pad(array, ((0, 0), (0, 5))) for array in (ids, mask, types)]  # pad as a batch would
+        np.testing.assert_allclose(chain.logits(*padded), split_logits, atol=1e-4)
+
+
+def test_parity_failure_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch, task_dirs):
+    """A float32 bundle that disagrees with Keras (here: a head with negated logits) is a bug."""
+    from spartan_tf import export
+
+    original = export.task_signatures
+
+    def broken_task_signatures(model):
+        signatures = original(model)
+        head = signatures["head"]
+        spec = head.input_signature
+        signatures["head"] = export._named("head", lambda hidden: {"logits": -head(hidden)["logits"]}, spec)
+        return signatures
+
+    monkeypatch.setattr(export, "task_signatures", broken_task_signatures)
+    out = tmp_path / "bundle"
+    code, stdout, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--output-dir", out, "--check-samples", CHECK)
+    assert code == 1
+    assert "error: task 'qnli': the float32 bundle agrees with Keras on only" in stderr
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- re-runs and shared backbone
+
+
+def test_two_tasks_share_one_backbone_and_rerun_keeps_it(bundle_runs):
+    out, runs, first_stat = bundle_runs
+    assert first_stat is not None
+    after = (out / "backbone.tflite").stat()
+    assert (after.st_mtime_ns, after.st_ino) == (first_stat.st_mtime_ns, first_stat.st_ino)
+    assert "backbone.tflite: unchanged" in runs["second"][1]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "backbone.tflite", "manifest.json", "qnli.fused.tflite", "qnli.tflite", "sst2.tflite", "tokenizer.json"]
+
+
+def test_longer_max_length_rebuilds_the_backbone(tmp_path, task_dirs, tiny_backbone):
+    import shutil
+
+    out = tmp_path / "tflite"
+    assert _Capture().run("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0")[0] == 0
+    longer = tmp_path / "qnli-long"
+    shutil.copytree(task_dirs["qnli"], longer)
+    config = json.loads((longer / "config.json").read_text())
+    config["max_seq_length"] = 96
+    (longer / "config.json").write_text(json.dumps(config))
+    code, stdout, stderr = _Capture().run("--model-dir", longer, "--output-dir", out, "--check-samples", "0")
+    assert code == 0, stderr
+    assert "converted backbone.tflite" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backbone"]["max_length"] == 96
+    assert set(manifest["tasks"]) == {"qnli", "sst2"}
+
+
+# --------------------------------------------------------------------------- bad input: one line, exit 2
+
+
+def test_mismatched_backbones_name_the_odd_one(capsys, tmp_path, task_dirs):
+    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--model-dir", task_dirs["sst2"],
+                              "--model-dir", task_dirs["odd"], "--output-dir", tmp_path / "b")
+    assert code == 2 and stderr.count("\n") == 1
+    assert stderr.startswith(f"error: --model-dir {task_dirs['odd']}: task 'rte' was trained on backbone ")
+    assert "not the one of the other task(s) qnli, sst2" in stderr
+    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["sst2"], "--model-dir", task_dirs["odd"],
+                              "--output-dir", tmp_path / "b")
+    assert code == 2 and stderr.count("\n") == 1
+    assert f"--model-dir {task_dirs['odd']}: task 'rte' was trained on backbone" in stderr
+
+
+def test_task_on_another_backbone_than_the_bundle_is_refused(capsys, bundle_runs, task_dirs):
+    out = bundle_runs[0]
+    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["odd"], "--output-dir", out)
+    assert code == 2
+    assert f"--model-dir {task_dirs['odd']}" in stderr and f"the bundle in {out}" in stderr
+
+
+def test_other_weights_mode_into_a_bundle_is_refused(capsys, bundle_runs, task_dirs):
+    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--output-dir", bundle_runs[0], "--float")
+    assert code == 2 and "holds a int8 bundle" in stderr
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: (d / "notes.txt").write_text("mine"), "not empty and has no manifest.json, so it is not a bundle"),
+    (lambda d: (d / "manifest.json").write_text("{not json"), "not a readable bundle manifest"),
+])
+def test_output_dir_that_is_not_a_bundle_is_refused(capsys, tmp_path, task_dirs, make, expected):
+    out = tmp_path / "occupied"
+    out.mkdir()
+    make(out)
+    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--output-dir", out)
+    assert code == 2 and expected in stderr
+    assert len(list(out.iterdir())) == 1
+
+
+def test_missing_and_non_model_dirs(capsys, tmp_path):
+    code, _, stderr = run_cli(capsys, "--model-dir", tmp_path / "nope", "--output-dir", tmp_path / "b")
+    assert code == 2 and stderr == f"error: --model-dir {tmp_path / 'nope'}: no such directory\n"
+    code, _, stderr = run_cli(capsys, "--model-dir", tmp_path, "--output-dir", tmp_path / "b")
+    assert code == 2 and "no config.json (not a trained spartan-tf model)" in stderr
+
+
+def test_no_tasks_under_models(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_cli(capsys)
+    assert code == 2 and "no trained task under models/" in stderr
+
+
+def test_check_samples_must_be_a_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_cli().cli(["--check-samples", "-3"])
+    assert exit_info.value.code == 2
+    assert "expected a count >= 0 or 'all'" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""SparseMemory against an independent NumPy computation of DESIGN.md's formulas."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from spartan_tf.memory import SparseMemory
+
+
+def numpy_memory(h, P, K, V, top_k, temperature):
+    """DESIGN.md's formulas, position by position, in float64: (next_hidden, parent_weights)."""
+    B, S, H = h.shape
+    E = P.shape[0]
+    out = np.zeros_like(h, dtype=np.float64)
+    weights = np.zeros((B, S, E))
+    for b in range(B):
+        for s in range(S):
+            x = h[b, s].astype(np.float64)
+            a = P @ x
+            keep = np.argsort(-a)[:top_k]
+            masked = np.full(E, -np.inf)
+            masked[keep] = a[keep]
+            p = np.exp(masked - masked.max())
+            p /= p.sum()
+            m = np.zeros(H)
+            for e in range(E):
+                c = K[e] @ x / temperature
+                q = np.exp(c - c.max())
+                q /= q.sum()
+                m += p[e] * (q @ V[e])
+            out[b, s] = x + m
+            weights[b, s] = p
+    return out, weights
+
+
+def loaded_memory(P, K, V, top_k, temperature, path, **kwargs):
+    layer = SparseMemory(P.shape[0], K.shape[1], top_k, temperature, path=path, **kwargs)
+    layer.build((None, None, P.shape[1]))
+    layer.parent_keys.assign(P)
+    layer.child_keys.assign(K)
+    layer.child_values.assign(V)
+    return layer
+
+
+def random_case(seed, B=2, S=5, H=12, E=6, C=4):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(B, S, H)), rng.normal(size=(E, H)), rng.normal(size=(E, C, H)),
+            rng.normal(size=(E, C, H)))
+
+
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+@pytest.mark.parametrize("top_k,temperature", [(1, 1.0), (3, 1.6), (6, 0.5)])
+def test_matches_numpy_formulas(path, top_k, temperature):
+    h, P, K, V = random_case(seed=top_k)
+    expected, expected_weights = numpy_memory(h, P, K, V, top_k, temperature)
+    layer = loaded_memory(P, K, V, top_k, temperature, path)
+    hidden = tf.constant(h, tf.float32)
+    np.testing.assert_allclose(layer(hidden).numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.parent_weights(hidden).numpy(), expected_weights, atol=1e-6)
+    assert (np.count_nonzero(layer.parent_weights(hidden).numpy(), axis=-1) == top_k).all()
+
+
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_reproduces_shipped_reference_vectors(path):
+    vectors = np.load(__import__("pathlib").Path(__file__).parent / "data" / "memory_vectors.npz")
+    for case in ("small", "reference_defaults", "top1"):
+        get = lambda name: vectors[f"{case}__{name}"]  # noqa: E731
+        layer = loaded_memory(get("P"), get("K"), get("V"), int(get("top_k")), float(get("temperature")), path)
+        out = layer(tf.constant(get("h"), tf.float32)).numpy()
+        np.testing.assert_allclose(out, get("next_hidden"), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_and_sparse_paths_agree_values_and_gradients():
+    h, P, K, V = random_case(seed=7, E=16, C=3, H=24)
+    hidden = tf.constant(h, tf.float32)
+    results = []
+    for path in ("dense", "sparse"):
+        layer = loaded_memory(P, K, V, 8, 1.6, path)
+        with tf.GradientTape() as tape:
+            out = layer(hidden)
+            loss = tf.reduce_sum(out * out)
+        results.append((out.numpy(), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, layer.trainable_weights)]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    for dense_grad, sparse_grad in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(dense_grad, sparse_grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_parents_never_chosen_get_exactly_zero_gradient(path):
+    h, P, K, V = random_case(seed=3, B=1, S=1, E=8, C=3)
+    layer = loaded_memory(P, K, V, 3, 1.6, path)
+    hidden = tf.constant(h, tf.float32)
+    chosen = set(np.nonzero(layer.parent_weights(hidden).numpy()[0, 0])[0])
+    assert len(chosen) == 3
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer(hidden)))
+    grads = dict(zip(["P", "K", "V"], [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, layer.trainable_weights)]))
+    for parent in range(8):
+        for name, grad in grads.items():
+            if parent in chosen:
+                assert np.abs(grad[parent]).max() > 0, (name, parent)
+            else:
+                assert np.all(grad[parent] == 0.0), (name, parent)
+
+
+def test_balance_loss_matches_formula_and_ignores_padding():
+    h, P, K, V = random_case(seed=5, B=2, S=4, E=6)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.int32)
+    layer = loaded_memory(P, K, V, 2, 1.6, "dense", balance_loss_weight=0.25)
+    layer(tf.constant(h, tf.float32), attention_mask=tf.constant(mask))
+    _, weights = numpy_memory(h, P, K, V, 2, 1.6)
+    usage = weights[mask == 1].mean(axis=0)  # mean parent weight over real tokens, per parent
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(float(layer.losses[0]), 0.25 * np.sum(usage**2), rtol=1e-5)
+    quiet = loaded_memory(P, K, V, 2, 1.6, "dense")
+    quiet(tf.constant(h, tf.float32), attention_mask=tf.constant(mask))
+    assert quiet.losses == []  # off by default
+
+
+def test_get_config_round_trip_and_registered_name():
+    layer = SparseMemory(num_parents=5, children_per_parent=2, top_k=2, temperature=0.7,
+                         balance_loss_weight=0.1, path="sparse", seed=11, name="memory_03")
+    hidden = tf.random.stateless_normal((2, 3, 10), seed=(1, 2))
+    out = layer(hidden)
+    config = layer.get_config()
+    clone = SparseMemory.from_config(config)
+    assert clone.get_config() == config
+    clone.build(hidden.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(hidden).numpy(), out.numpy())
+    serialized = tf_keras.layers.serialize(layer)
+    assert tf_keras.utils.get_registered_name(SparseMemory) == "spartan_tf>SparseMemory"
+    assert tf_keras.utils.get_registered_object("spartan_tf>SparseMemory") is SparseMemory
+    revived = tf_keras.layers.deserialize(serialized)
+    assert isinstance(revived, SparseMemory) and revived.get_config() == config
+
+
+def test_seeds_give_distinct_reproducible_initial_weights():
+    def weights(seed):
+        layer = SparseMemory(num_parents=4, children_per_parent=2, top_k=2, seed=seed)
+        layer.build((None, None, 8))
+        return [w.numpy() for w in layer.weights]
+
+    first, again, other = weights(1), weights(1), weights(31)
+    for a, b, c in zip(first, again, other):
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+    assert not np.array_equal(first[1], first[2])  # keys and values differ within a layer
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"top_k": 0}, "top_k"), ({"top_k": 17}, "top_k"), ({"temperature": 0}, "temperature"),
+    ({"path": "fast"}, "path"), ({"children_per_parent": 0}, "children_per_parent"),
+])
+def test_rejects_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SparseMemory(**kwargs)
