@@ -24,8 +24,12 @@ def example_dataset(task, examples, tokenizer, batch_size, shuffle=False, seed=0
 def predict_logits(model, dataset):
     """(logits [N, num_outputs], labels [N]) over a dataset of (features, labels), in dataset order."""
     labels = np.concatenate([batch_labels.numpy() for _, batch_labels in dataset])
-    logits = model.predict(dataset.map(lambda features, _: features), verbose=0)
+    logits = model.predict(dataset.map(_features_only), verbose=0)
     return logits, labels
+
+
+def _features_only(features, labels):
+    return features
 
 
 def evaluate(model, task, dataset) -> dict:

@@ -128,14 +128,23 @@ class SparseMemory(tf_keras.layers.Layer):
         return hidden + memory
 
     def _add_balance_loss(self, parent_weights, attention_mask):
-        """Adds weight * sum_e (mean over real tokens of p_e)^2."""
+        """Adds weight * sum_e (mean over real tokens of p_e)^2.
+
+        Under a tf.distribute strategy the mean is over the GLOBAL batch (the per-replica sums are
+        all-reduced), so several replicas give the same loss as one device on the same batch.
+        """
         if attention_mask is None:
-            usage = tf.reduce_mean(parent_weights, axis=[0, 1])
+            mask = tf.ones_like(parent_weights[..., :1])
         else:
             mask = tf.cast(attention_mask, parent_weights.dtype)[..., None]  # [B, S, 1]
-            usage = tf.reduce_sum(parent_weights * mask, axis=[0, 1]) / tf.maximum(
-                tf.reduce_sum(mask), 1.0
-            )
+        usage_sum = tf.reduce_sum(parent_weights * mask, axis=[0, 1])  # [E]
+        tokens = tf.reduce_sum(mask)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Every replica now holds the global loss; Keras scales each replica's added losses by
+            # 1 / num_replicas before the gradients are summed, so it counts exactly once.
+            usage_sum, tokens = replica.all_reduce(tf.distribute.ReduceOp.SUM, [usage_sum, tokens])
+        usage = usage_sum / tf.maximum(tokens, 1.0)
         self.add_loss(self.balance_loss_weight * tf.reduce_sum(tf.square(usage)))
 
     def get_config(self):

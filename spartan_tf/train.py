@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spartan_tf import data, tasks
 from spartan_tf.backbone import DEFAULT_MODEL
+from spartan_tf.distribute import STRATEGIES
 from spartan_tf.errors import SpartanError, run_cli
 from spartan_tf.methods import METHODS, get_method
 from spartan_tf.sources import read_split, source_from_args
@@ -31,10 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     data_group.add_argument("--max-seq-length", type=int, default=128, help="truncate longer inputs (default 128)")
     train_group = parser.add_argument_group("training")
     train_group.add_argument("--learning-rate", type=float, help="default: the method's (1e-3 for spartan)")
-    train_group.add_argument("--batch-size", type=int, default=16)
+    train_group.add_argument("--batch-size", type=int, default=16,
+                             help="examples per replica and step (default 16); see --per-replica-batch")
     train_group.add_argument("--epochs", type=int, default=3)
     train_group.add_argument("--seed", type=int, default=42)
     train_group.add_argument("--head-dropout", type=float, default=0.1)
+    scale_group = parser.add_argument_group("distributed training (docs/distributed.md)")
+    scale_group.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                             help="auto (default: every local GPU if several), mirrored, multiworker (TF_CONFIG), tpu")
+    scale_group.add_argument("--tpu", help="TPU name or grpc://host:port, for --strategy tpu")
+    scale_group.add_argument("--per-replica-batch", action=argparse.BooleanOptionalAction, default=True,
+                             help="--batch-size is per replica, global batch = batch size x replicas (default); "
+                                  "--no-per-replica-batch makes --batch-size the global batch")
     parser.add_argument("--output-dir", help="default: models/<task>")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --output-dir")
     for method in METHODS.values():
@@ -51,6 +60,8 @@ def check_numbers(args):
             raise SpartanError(f"{flag} {value}: must be >= {low}")
     if args.learning_rate is not None and args.learning_rate <= 0:
         raise SpartanError(f"--learning-rate {args.learning_rate}: must be > 0")
+    if args.tpu and args.strategy != "tpu":
+        raise SpartanError("--tpu is only for --strategy tpu")
     if not 0 <= args.head_dropout < 1:
         raise SpartanError(f"--head-dropout {args.head_dropout}: must be in [0, 1)")
 
@@ -87,7 +98,8 @@ def main(argv=None):
         task=task, method=method, source=source, model_name=args.model,
         train_examples=train_examples, dev_examples=dev_examples, out_dir=out_dir,
         learning_rate=args.learning_rate or method.default_learning_rate,
-        batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+        batch_size=args.batch_size, per_replica_batch=args.per_replica_batch,
+        strategy_name=args.strategy, tpu=args.tpu, epochs=args.epochs, seed=args.seed,
         max_seq_length=args.max_seq_length, head_dropout=args.head_dropout,
         run_info={"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples},
     )
