@@ -8,7 +8,10 @@ from spartan_tf.heads import ClassificationHead
 
 
 class TaskModel(tf_keras.Model):
-    """embed -> (encoder layer i -> after_layers[i])* -> head.
+    """embed -> (encoder layer i with the method's module i)* -> head.
+
+    How module i joins encoder layer i is the method's ``forward_layer`` (SPARTAN: the layer, then
+    its memory). ``after_layers`` holds the modules, one per encoder layer.
 
     Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``.
     Output: logits [B, num_outputs].
@@ -17,9 +20,10 @@ class TaskModel(tf_keras.Model):
     ``model.weights``, ``save_weights`` and checkpoints hold only the task's own (small) state.
     """
 
-    def __init__(self, backbone, after_layers, head, **kwargs):
+    def __init__(self, backbone, method, after_layers, head, **kwargs):
         super().__init__(**kwargs)
         object.__setattr__(self, "backbone", backbone)  # bypass Keras tracking, see above
+        self.method = method
         self.after_layers = list(after_layers)
         self.head = head
 
@@ -28,9 +32,8 @@ class TaskModel(tf_keras.Model):
         mask = inputs["attention_mask"]
         hidden = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
         bias = self.backbone.attention_bias(mask, hidden.dtype)
-        for index, after_layer in enumerate(self.after_layers):
-            hidden = self.backbone.layer(index, hidden, bias)
-            hidden = after_layer(hidden, attention_mask=mask)
+        for index, module in enumerate(self.after_layers):
+            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, module)
         return hidden
 
     def call(self, inputs, training=None):
@@ -60,7 +63,7 @@ def build_task_model(backbone, method, num_outputs: int, head_dropout: float, se
         num_outputs, dropout=head_dropout, initializer_range=backbone.config.initializer_range,
         seed=seed + 1000, name="head",
     )
-    model = TaskModel(backbone, method.after_layer_modules(backbone, seed), head, name="task_model")
+    model = TaskModel(backbone, method, method.layer_modules(backbone, seed), head, name="task_model")
     model(dummy_inputs(), training=False)
     head.set_pooler(*backbone.pooler_weights())
     return model

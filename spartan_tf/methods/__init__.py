@@ -6,7 +6,9 @@ A method is a small dataclass with:
     add_arguments(parser)          its hyperparameter flags
     from_args(args) / from_dict(d) build it from flags or from a saved config
     to_dict()                      its hyperparameters, saved in the task config
-    after_layer_modules(backbone, seed) -> one Keras layer per encoder layer, run on its output
+    layer_modules(backbone, seed)  one trainable Keras layer per encoder layer (the task model tracks them)
+    forward_layer(backbone, index, hidden, attention_bias, attention_mask, module) -> hidden [B, S, H]:
+                                   how encoder layer ``index`` runs together with its module
 """
 
 from spartan_tf.errors import SpartanError

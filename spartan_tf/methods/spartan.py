@@ -72,7 +72,11 @@ class SpartanMethod:
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
 
-    def after_layer_modules(self, backbone, seed: int):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory):
+        """Encoder layer ``index``, then its memory on the layer's output: [B, S, H] -> [B, S, H]."""
+        return memory(backbone.layer(index, hidden, attention_bias), attention_mask=attention_mask)
+
+    def layer_modules(self, backbone, seed: int):
         """One SparseMemory per encoder layer, each with its own initialiser seed."""
         from spartan_tf.memory import SparseMemory  # TensorFlow loads only once a model is built
 
