@@ -1,12 +1,12 @@
 """Does the device client predict what the Keras model predicts? Per-example comparison on a dev file.
 
     .venv/bin/python benchmarks/device_parity.py --model-dir models/qnli --bundle models/tflite \\
-        --eval-file ../shared/data/glue/QNLI/dev.tsv [--max-examples N] [--json-out FILE]
+        [--bundle ANOTHER ...] --eval-file ../shared/data/glue/QNLI/dev.tsv [--max-examples N] [--json-out FILE]
 
 Runs the trained Keras model (spartan_tf.artifacts.load_trained, the same model `python -m
 spartan_tf.evaluate` scores) and, as a subprocess, `python device/infer.py` on the same rows, then
-prints: examples, Keras and client accuracy (classification) or Pearson (regression), the share of
-examples where both predict the same label, and the logit differences. The client sees exactly the
+prints, per bundle: examples, Keras and client metrics (the task's GLUE metrics, e.g. accuracy), the
+share of examples where both predict the same label, and the logit differences. The client sees exactly the
 file the user would give it (its own TSV reader and tokenization).
 """
 
@@ -62,7 +62,7 @@ def client_logits(bundle: str, task_name: str, eval_file: Path, batch_size: int,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--bundle", action="append", required=True, help="repeatable: one Keras run for all")
     parser.add_argument("--eval-file", required=True, help="a file in the task's GLUE TSV layout")
     parser.add_argument("--max-examples", type=int, help="the first N rows only")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -83,37 +83,38 @@ def main(argv=None):
             lines = eval_file.read_text(encoding="utf-8-sig").splitlines(keepends=True)
             eval_file = Path(tmp) / eval_file.name
             eval_file.write_text("".join(lines[: args.max_examples + 1]), encoding="utf-8")
-        client, client_labels, client_s = client_logits(args.bundle, task.name, eval_file, args.batch_size,
-                                                        args.threads, args.runtime)
+        clients = {bundle: client_logits(bundle, task.name, eval_file, args.batch_size, args.threads, args.runtime)
+                   for bundle in args.bundle}
     start = time.perf_counter()
     keras, task = keras_logits(args.model_dir, examples, args.batch_size)
     keras_s = time.perf_counter() - start
-    if len(client) != len(examples):
-        sys.exit(f"error: the client answered {len(client)} rows, expected {len(examples)}")
     labels = np.array([ex.label for ex in examples])
-    diff = np.abs(client - keras)
-    figures = {
-        "examples": len(examples),
-        "eval_file": str(args.eval_file),
-        "bundle": args.bundle,
-        "weights": json.loads((Path(args.bundle) / "manifest.json").read_text())["tasks"][task.name].get("weights"),
-        "keras": compute_metrics(task, keras, labels),
-        "client": compute_metrics(task, client, labels),
-        "max_abs_logit_diff": float(f"{diff.max():.3g}"),
-        "mean_abs_logit_diff": float(f"{diff.mean():.3g}"),
-        "keras_seconds": round(keras_s, 1),
-        "client_seconds": round(client_s, 1),
-    }
-    if not task.is_regression:
-        keras_pred, client_pred = keras.argmax(1), client.argmax(1)
-        names = [task.label_names[i] for i in client_pred]
-        assert names == client_labels, "client labels disagree with its own logits"
-        figures["agreement"] = round(float((keras_pred == client_pred).mean()), 5)
-        figures["disagreements"] = int((keras_pred != client_pred).sum())
-    print(json.dumps(figures, indent=2))
+    report = {"model_dir": args.model_dir, "eval_file": str(args.eval_file), "examples": len(examples),
+              "keras": compute_metrics(task, keras, labels), "keras_seconds": round(keras_s, 1), "bundles": []}
+    for bundle, (client, client_labels, client_s) in clients.items():
+        if len(client) != len(examples):
+            sys.exit(f"error: the client answered {len(client)} rows of {bundle}, expected {len(examples)}")
+        diff = np.abs(client - keras)
+        manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+        figures = {
+            "bundle": bundle,
+            "weights": manifest["tasks"][task.name].get("weights"),
+            "client": compute_metrics(task, client, labels),
+            "max_abs_logit_diff": float(f"{diff.max():.3g}"),
+            "mean_abs_logit_diff": float(f"{diff.mean():.3g}"),
+            "client_seconds": round(client_s, 1),
+        }
+        if not task.is_regression:
+            keras_pred, client_pred = keras.argmax(1), client.argmax(1)
+            if [task.label_names[i] for i in client_pred] != client_labels:
+                sys.exit("error: the client's labels disagree with its own logits")
+            figures["agreement"] = round(float((keras_pred == client_pred).mean()), 5)
+            figures["disagreements"] = int((keras_pred != client_pred).sum())
+        report["bundles"].append(figures)
+    print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(figures, indent=2) + "\n")
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

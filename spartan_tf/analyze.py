@@ -32,6 +32,9 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shuffles", type=int, default=20, help="label permutations for the chance level (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    parser.add_argument("--untrained-control", action="store_true",
+                        help="also score the same memories at their initial weights (the training seed's), to "
+                             "separate what training added from what the frozen backbone already gives")
     return parser
 
 
@@ -45,7 +48,13 @@ def machine() -> str:
             f"TensorFlow {tf.__version__}")
 
 
-def prepare(model_dir, data_file, label_column, max_examples):
+def training_seed(config: dict):
+    """The seed the model was trained (and its memories initialised) with, or None."""
+    seed = (config.get("training") or {}).get("seed")
+    return seed if isinstance(seed, int) else None
+
+
+def prepare(model_dir, data_file, label_column, max_examples, untrained_control=False):
     """Checks that need no TensorFlow: (config, task, examples)."""
     from spartan_tf import artifacts
     from spartan_tf.specialisation import read_labelled_file
@@ -54,6 +63,8 @@ def prepare(model_dir, data_file, label_column, max_examples):
     if config["method"].get("name") != "spartan":
         raise SpartanError(f"--model-dir {model_dir}: method {config['method'].get('name')!r} has no parent cells; "
                            "analyze needs a SPARTAN model")
+    if untrained_control and training_seed(config) is None:
+        raise SpartanError(f"--untrained-control: {model_dir}/config.json records no training seed")
     task = artifacts.task_from_config(config)
     examples = read_labelled_file(data_file, task, label_column)
     if max_examples:
@@ -78,6 +89,9 @@ def analyse_model(model_dir, examples, args, command: str, output_dir: Path, bac
     recording = record(model, task, examples, backbone.tokenizer(config["max_seq_length"]), args.batch_size)
     method = config["method"]
     layers = analyse(recording, task.label_names, method["top_k"], args.shuffles, args.seed)
+    untrained = None
+    if args.untrained_control:
+        untrained = untrained_layers(backbone, config, task, examples, args)
     counts = np.bincount(recording.labels, minlength=len(task.label_names))
     report = {
         "model_name": Path(model_dir).resolve().name,
@@ -98,8 +112,28 @@ def analyse_model(model_dir, examples, args, command: str, output_dir: Path, bac
         "machine": machine(),
         "seconds": time.perf_counter() - start,
         "layers": layers,
+        "untrained": untrained,
     }
     return report, recording, backbone
+
+
+UNTRAINED_KEYS = ("usage_entropy", "effective_parents", "nmi_argmax", "nmi_argmax_shuffled_mean",
+                  "nmi_argmax_shuffled_max", "nmi_topk", "nmi_topk_shuffled_mean")
+
+
+def untrained_layers(backbone, config, task, examples, args) -> dict:
+    """The statistics of the model's memories at initialisation (rebuilt with the training seed)."""
+    from spartan_tf.methods import method_from_dict
+    from spartan_tf.model import build_task_model
+    from spartan_tf.specialisation import analyse, record
+
+    seed = training_seed(config)
+    method = method_from_dict(config["method"])
+    model = build_task_model(backbone, method, task.num_outputs, 0.0, seed)
+    recording = record(model, task, examples, backbone.tokenizer(config["max_seq_length"]), args.batch_size)
+    layers = analyse(recording, task.label_names, method.top_k, args.shuffles, args.seed)
+    return {"seed": seed, "layers": [{"layer": layer["layer"], **{key: layer[key] for key in UNTRAINED_KEYS}}
+                                     for layer in layers]}
 
 
 def main(argv=None):
@@ -109,9 +143,14 @@ def main(argv=None):
         if value is not None and value < 1:
             raise SpartanError(f"{flag} {value}: must be >= 1")
     command = "python -m spartan_tf.analyze " + shlex.join(sys.argv[1:] if argv is None else argv)
-    _, task, examples = prepare(args.model_dir, args.data, args.label_column, args.max_examples)
+    _, task, examples = prepare(args.model_dir, args.data, args.label_column, args.max_examples,
+                             args.untrained_control)
     if args.compare:
-        _, other_task, _ = prepare(args.compare, args.data, args.label_column, args.max_examples)
+        try:
+            _, other_task, _ = prepare(args.compare, args.data, args.label_column, args.max_examples,
+                                       args.untrained_control)
+        except SpartanError as err:  # name the flag the user gave
+            raise SpartanError(str(err).replace("--model-dir", "--compare", 1)) from None
         if other_task.label_names != task.label_names:
             raise SpartanError(f"--compare {args.compare}: labels {list(other_task.label_names)} differ from "
                                f"--model-dir's {list(task.label_names)}")

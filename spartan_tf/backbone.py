@@ -85,6 +85,7 @@ class Backbone:
         self._model = bert_model  # keeps the owning Keras model alive
         self._tokenizer = tokenizer
         self._fingerprint = None
+        self.fingerprint()  # now, while the weights are the pretrained ones (full fine-tuning changes them)
 
     @classmethod
     def load(cls, name_or_path: str = DEFAULT_MODEL) -> "Backbone":
@@ -164,11 +165,28 @@ class Backbone:
     def variables(self):
         return self.bert.weights
 
+    def named_variables(self) -> dict:
+        """Every backbone weight by its path inside BERT, e.g. ``encoder/layer_._0/attention/self/query/kernel``.
+
+        Stable across loads (the owning model's name, e.g. ``tf_bert_model_1``, is dropped)."""
+        return {variable.name.split("/bert/", 1)[-1].split(":")[0]: variable for variable in self.variables}
+
+    def unfreeze(self):
+        """Make the embeddings and encoder layers trainable (full fine-tuning).
+
+        The pooler stays frozen: the model never runs it (the task head holds its own copy), so its
+        weights would get no gradient."""
+        self.bert.trainable = True
+        self.bert.pooler.trainable = False
+
     def count_params(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.variables))
 
     def fingerprint(self) -> str:
-        """sha256 over every backbone weight (shape, dtype, bytes) in construction order."""
+        """sha256 over every backbone weight (shape, dtype, bytes) in construction order.
+
+        Computed once, when the backbone is loaded: it identifies the PRETRAINED weights a task was
+        trained from, even after full fine-tuning (or loading a fine-tuned task) changed them."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             for variable in self.variables:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from spartan_tf import artifacts, bundle
 from spartan_tf.errors import SpartanError
+from spartan_tf.parity import MIN_FLOAT_AGREEMENT
 
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_OUTPUT_DIR = DEFAULT_MODELS_DIR / "tflite"
@@ -113,8 +114,7 @@ def check_weights_mode(existing: dict | None, weights: str, output_dir):
 
 def convert_bundle(model_dirs, options: Options) -> dict:
     """Convert the tasks in ``model_dirs`` into the bundle at ``options.output_dir``; returns the manifest."""
-    from spartan_tf import export, parity  # import TensorFlow only once the input is checked
-    from spartan_tf.backbone import Backbone
+    from spartan_tf.backbone import Backbone  # TensorFlow loads only once the input is checked
 
     output_dir = Path(options.output_dir)
     tasks = read_task_configs(model_dirs)
@@ -123,84 +123,96 @@ def convert_bundle(model_dirs, options: Options) -> dict:
     check_weights_mode(existing, options.weights, output_dir)
     dev_examples = {key: dev_examples_for(config, options.check_samples) for key, (_, config) in tasks.items()}
 
-    first_config = next(iter(tasks.values()))[1]
-    backbone = Backbone.load(first_config["backbone"]["model"])
+    backbone = Backbone.load(next(iter(tasks.values()))[1]["backbone"]["model"])
     models = {key: artifacts.load_trained(model_dir, backbone=backbone)[0] for key, (model_dir, _) in tasks.items()}
     kept_tasks = {key: entry for key, entry in (existing or {}).get("tasks", {}).items() if key not in tasks}
     max_length = max([config["max_seq_length"] for _, config in tasks.values()]
                      + [entry["max_length"] for entry in kept_tasks.values()])
-    check = options.check_samples != 0
-    float_twins = check and options.weights != "float32"
-
+    old_backbone = existing["backbone"] if existing else None
+    keep_backbone = (
+        old_backbone is not None and old_backbone["fingerprint"] == backbone.fingerprint()
+        and old_backbone["weights"] == options.weights and old_backbone["max_length"] == max_length
+        and bundle.file_matches(output_dir, old_backbone)
+    )
     with tempfile.TemporaryDirectory(prefix="spartan-bundle-") as scratch:
-        scratch = Path(scratch)
-        old = existing["backbone"] if existing else None
-        keep_backbone = (
-            old is not None and old["fingerprint"] == backbone.fingerprint() and old["weights"] == options.weights
-            and old["max_length"] == max_length and bundle.file_matches(output_dir, old)
-        )
-        if keep_backbone:
-            log(f"{bundle.BACKBONE_FILE}: unchanged (same fingerprint, {options.weights} weights, max length "
-                f"{max_length}): kept")
-            backbone_path = output_dir / bundle.BACKBONE_FILE
-        else:
-            backbone_path = scratch / bundle.BACKBONE_FILE
-            convert_to(backbone_path, export.backbone_signatures(backbone, max_length), options.weights)
-        if float_twins:
-            float_backbone = scratch / "backbone.float32.tflite"
-            convert_to(float_backbone, export.backbone_signatures(backbone, max_length), "float32")
-
-        results = {}
-        for key, model in models.items():
-            paths = {"task": scratch / bundle.task_file(key)}
-            convert_to(paths["task"], export.task_signatures(model), options.weights, per_channel=False)
-            if options.fused:
-                paths["fused"] = scratch / bundle.fused_file(key)
-                convert_to(paths["fused"], export.fused_signatures(backbone, model, max_length), options.weights)
-            if float_twins:
-                paths["float_task"] = scratch / f"{key}.float32.tflite"
-                convert_to(paths["float_task"], export.task_signatures(model), "float32")
-            rows = None
-            if check:
-                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], backbone_path, paths,
-                                    float_backbone if float_twins else backbone_path, options.weights)
-            results[key] = (paths, rows)
-
-        failures = [(key, rows[0]) for key, (_, rows) in results.items() if rows and rows[0].agreement < parity.MIN_FLOAT_AGREEMENT]
-        if failures:
-            key, row = failures[0]
-            raise ParityFailure(
-                f"task {key!r}: the float32 bundle agrees with Keras on only {100 * row.agreement:.2f}% of the "
-                f"checked dev examples (minimum {100 * parity.MIN_FLOAT_AGREEMENT:.0f}%): a conversion bug; "
-                f"nothing was written to {output_dir}"
-            )
-
-        # ---- everything checked: write the bundle, manifest last
+        paths = convert_files(Path(scratch), backbone, models, max_length, options, keep_backbone)
+        if options.check_samples != 0:
+            for key, model in models.items():
+                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], paths, options.weights)
+                if rows[0].agreement < MIN_FLOAT_AGREEMENT:
+                    raise ParityFailure(
+                        f"task {key!r}: the float32 bundle agrees with Keras on only {100 * rows[0].agreement:.2f}% "
+                        f"of the checked dev examples (minimum {100 * MIN_FLOAT_AGREEMENT:.0f}%): a conversion bug; "
+                        f"nothing was written to {output_dir}"
+                    )
+        # Everything checked: write the bundle, manifest last.
         output_dir.mkdir(parents=True, exist_ok=True)
         if keep_backbone:
-            backbone_file = {key: old[key] for key in ("file", "sha256", "bytes")}
+            backbone_file = {field: old_backbone[field] for field in ("file", "sha256", "bytes")}
         else:
-            backbone_file = bundle.write_file(output_dir, bundle.BACKBONE_FILE, backbone_path.read_bytes())
+            backbone_file = bundle.write_file(output_dir, bundle.BACKBONE_FILE, paths["backbone"].read_bytes())
         tokenizer = backbone.tokenizer(max_length).to_str().encode()
         tokenizer_file = bundle.write_file(output_dir, bundle.TOKENIZER_FILE, tokenizer)
         entries = dict(kept_tasks)
-        for key, (paths, _) in results.items():
-            model_dir, config = tasks[key]
-            task_file = bundle.write_file(output_dir, bundle.task_file(key), paths["task"].read_bytes())
+        for key, (model_dir, config) in tasks.items():
+            task_file = bundle.write_file(output_dir, bundle.task_file(key), paths[key, "task"].read_bytes())
             fused = None
-            if "fused" in paths:
-                fused = bundle.write_file(output_dir, bundle.fused_file(key), paths["fused"].read_bytes())
-            entries[key] = bundle.task_entry(
-                task_file, config, options.weights, read_dev_metrics(model_dir),
-                reference_inputs(dev_examples[key]), fused,
-            )
+            if options.fused:
+                fused = bundle.write_file(output_dir, bundle.fused_file(key), paths[key, "fused"].read_bytes())
+            entries[key] = bundle.task_entry(task_file, config, options.weights, read_dev_metrics(model_dir),
+                                             reference_inputs(dev_examples[key]), fused)
         backbone_block = bundle.backbone_entry(backbone_file, backbone, max_length, options.weights)
         manifest = bundle.write_manifest(output_dir, backbone_block, tokenizer_file, entries)
+    remove_stale_fused(output_dir, existing, manifest)
     log(size_table(output_dir, manifest))
     return manifest
 
 
-def convert_to(path: Path, signatures: dict, weights: str, per_channel: bool = True):
+def remove_stale_fused(output_dir: Path, existing: dict | None, manifest: dict):
+    """A task re-converted without --fused: its old fused file (old weights) leaves the bundle."""
+    for key, old_entry in (existing or {}).get("tasks", {}).items():
+        stale = old_entry.get("fused", {}).get("file")
+        if stale and manifest["tasks"].get(key, {}).get("fused", {}).get("file") != stale:
+            (output_dir / stale).unlink(missing_ok=True)
+            log(f"removed {stale}: built from the replaced {key} weights (pass --fused to rebuild it)")
+
+
+def convert_files(scratch: Path, backbone, models: dict, max_length: int, options: Options, keep_backbone: bool) -> dict:
+    """Convert everything into ``scratch``; returns the paths: "backbone" (the kept one in the output
+    directory if unchanged), (key, "task"), (key, "fused") with --fused, and with a parity check of a
+    quantized bundle their float32 twins "float_backbone" and (key, "float_task")."""
+    from spartan_tf import export
+
+    output_dir, weights = Path(options.output_dir), options.weights
+    paths = {}
+    if keep_backbone:
+        log(f"{bundle.BACKBONE_FILE}: unchanged (same fingerprint, {weights} weights, max length {max_length}): kept")
+        paths["backbone"] = output_dir / bundle.BACKBONE_FILE
+    else:
+        paths["backbone"] = convert_to(scratch / bundle.BACKBONE_FILE,
+                                       export.backbone_signatures(backbone, max_length), weights)
+    float_twins = options.check_samples != 0 and weights != "float32"
+    if float_twins:
+        paths["float_backbone"] = convert_to(scratch / "backbone.float32.tflite",
+                                             export.backbone_signatures(backbone, max_length), "float32")
+    else:
+        paths["float_backbone"] = paths["backbone"]
+    for key, model in models.items():
+        # per_channel=False: the task file's size goal, see spartan_tf.export.to_tflite
+        paths[key, "task"] = convert_to(scratch / bundle.task_file(key), export.task_signatures(model), weights,
+                                        per_channel=False)
+        if options.fused:
+            paths[key, "fused"] = convert_to(scratch / bundle.fused_file(key),
+                                             export.fused_signatures(backbone, model, max_length), weights)
+        if float_twins:
+            paths[key, "float_task"] = convert_to(scratch / f"{key}.float32.tflite", export.task_signatures(model),
+                                                  "float32")
+        else:
+            paths[key, "float_task"] = paths[key, "task"]
+    return paths
+
+
+def convert_to(path: Path, signatures: dict, weights: str, per_channel: bool = True) -> Path:
     """Convert ``signatures`` and write the .tflite to ``path`` (a scratch file), logging size and time."""
     from spartan_tf import export
 
@@ -208,6 +220,7 @@ def convert_to(path: Path, signatures: dict, weights: str, per_channel: bool = T
     flatbuffer = export.to_tflite(signatures, weights, per_channel=per_channel)
     path.write_bytes(flatbuffer)
     log(f"converted {path.name} ({weights}): {len(flatbuffer):,} bytes in {time.perf_counter() - start:.0f} s")
+    return path
 
 
 # --------------------------------------------------------------------------- parity
@@ -228,8 +241,9 @@ def dev_examples_for(config: dict, check_samples: int | None) -> list:
     return examples if check_samples is None else examples[:check_samples]
 
 
-def check_parity(key, config, model, backbone, examples, backbone_path, paths, float_backbone_path, weights) -> list:
-    """Keras vs the bundle's paths on ``examples``; prints the table; returns the rows, float32 first."""
+def check_parity(key, config, model, backbone, examples, paths: dict, weights: str) -> list:
+    """Keras vs each bundle path on ``examples`` (paths from convert_files); prints the table;
+    returns the rows, the float32 path first."""
     from spartan_tf import data, parity
     from spartan_tf.metrics import compute_metrics
 
@@ -238,20 +252,21 @@ def check_parity(key, config, model, backbone, examples, backbone_path, paths, f
     labels = [example.label for example in examples]
     start = time.perf_counter()
     reference = parity.keras_logits(model, task, encoded)
-    split = lambda b, t: parity.run_one_by_one(parity.SplitBundle(b, t), encoded)  # noqa: E731
-    float_task = paths.get("float_task", paths["task"])
+
+    def split(backbone_path, task_path):
+        return parity.run_one_by_one(parity.SplitBundle(backbone_path, task_path), encoded)
+
     rows = [parity.compare("float32 (Keras graph, no quantization)", task, reference,
-                           split(float_backbone_path, float_task), labels)]
+                           split(paths["float_backbone"], paths[key, "float_task"]), labels)]
     if weights != "float32":
         rows.append(parity.compare(f"{weights} backbone + float32 task", task, reference,
-                                   split(backbone_path, float_task), labels))
+                                   split(paths["backbone"], paths[key, "float_task"]), labels))
         rows.append(parity.compare(f"{weights} backbone + {weights} task (written)", task, reference,
-                                   split(backbone_path, paths["task"]), labels))
-    if "fused" in paths:
-        fused = parity.run_one_by_one(parity.FusedBundle(paths["fused"]), encoded)
+                                   split(paths["backbone"], paths[key, "task"]), labels))
+    if (key, "fused") in paths:
+        fused = parity.run_one_by_one(parity.FusedBundle(paths[key, "fused"]), encoded)
         rows.append(parity.compare(f"{weights} fused (written)", task, reference, fused, labels))
-    keras_row = parity.ParityRow("keras (tf_keras, reference)", None, None,
-                                 compute_metrics(task, reference, labels))
+    keras_row = parity.ParityRow("keras (tf_keras, reference)", None, None, compute_metrics(task, reference, labels))
     log(parity.format_table(key, task, len(examples), [keras_row] + rows)
         + f"\n  ({time.perf_counter() - start:.0f} s)")
     return rows

@@ -48,6 +48,8 @@ class DevMetrics(tf_keras.callbacks.Callback):
         self.history = []
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:  # an epoch cut short by a stop request is not scored
+            return
         metrics = evaluate(self.model, self.task, self.dataset)
         self.history.append({"epoch": epoch + 1, **metrics})
         if logs is not None:

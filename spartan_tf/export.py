@@ -25,11 +25,14 @@ from spartan_tf.errors import SpartanError
 
 WEIGHTS_MODES = ("int8", "float16", "float32")
 
-_IDS = tf.TensorSpec([None, None], tf.int32)
+
+def _ids_spec(length: int | None):
+    """int32 [B, S]; both dynamic, or [1, length] for a fixed-shape graph (benchmarks only)."""
+    return tf.TensorSpec([None, None] if length is None else [1, length], tf.int32)
 
 
-def _hidden_spec(hidden_size: int):
-    return tf.TensorSpec([None, None, hidden_size], tf.float32)
+def _hidden_spec(hidden_size: int, length: int | None):
+    return tf.TensorSpec([None, None, hidden_size] if length is None else [1, length, hidden_size], tf.float32)
 
 
 def _named(name: str, python_function, input_signature):
@@ -41,8 +44,11 @@ def _named(name: str, python_function, input_signature):
 # --------------------------------------------------------------------------- the signatures
 
 
-def backbone_signatures(backbone, max_length: int) -> dict:
+def backbone_signatures(backbone, max_length: int, length: int | None = None) -> dict:
     """{"embed": ..., "layer_00": ..., ...}: the frozen backbone, one tf.function per piece.
+
+    ``length``: None (the bundle) for dynamic [B, S] inputs; an int gives a fixed [1, length]
+    graph, which benchmarks/bench_seq_length.py compares against the dynamic one.
 
     ``embed`` does the three embedding gathers itself, from the backbone's own variables, instead of
     calling TFBertEmbeddings: that layer starts with ``tf.debugging.assert_less`` on the ids, which
@@ -57,11 +63,11 @@ def backbone_signatures(backbone, max_length: int) -> dict:
 
     def embed(input_ids, token_type_ids):
         """int32 [B, S] x2 -> hidden [B, S, H] (the same as Backbone.embed)."""
-        length = tf.shape(input_ids)[1]
-        hidden = (
+        seq_len = tf.shape(input_ids)[1]
+        hidden = (  # summed in TFBertEmbeddings' order: words + positions + token types
             tf.gather(embeddings.weight, input_ids)
+            + tf.expand_dims(tf.slice(tf.constant(positions), [0, 0], [seq_len, -1]), 0)
             + tf.gather(embeddings.token_type_embeddings, token_type_ids)
-            + tf.expand_dims(tf.slice(tf.constant(positions), [0, 0], [length, -1]), 0)
         )
         return {"hidden": embeddings.LayerNorm(hidden)}
 
@@ -73,11 +79,11 @@ def backbone_signatures(backbone, max_length: int) -> dict:
 
         return layer
 
-    hidden_spec = _hidden_spec(backbone.hidden_size)
-    signatures = {"embed": _named("embed", embed, [_IDS, _IDS])}
+    hidden_spec, ids_spec = _hidden_spec(backbone.hidden_size, length), _ids_spec(length)
+    signatures = {"embed": _named("embed", embed, [ids_spec, ids_spec])}
     for index in range(backbone.num_layers):
         name = f"layer_{index:02d}"
-        signatures[name] = _named(name, make_layer(index), [hidden_spec, _IDS])
+        signatures[name] = _named(name, make_layer(index), [hidden_spec, ids_spec])
     return signatures
 
 
@@ -93,9 +99,10 @@ def inference_copy(memory):
     return copy
 
 
-def task_signatures(model) -> dict:
-    """{"memory_00": ..., ..., "head": ...}: one task's own pieces, as tf.functions."""
-    hidden_spec = _hidden_spec(model.backbone.hidden_size)
+def task_signatures(model, length: int | None = None) -> dict:
+    """{"memory_00": ..., ..., "head": ...}: one task's own pieces, as tf.functions (``length``:
+    as in backbone_signatures)."""
+    hidden_spec = _hidden_spec(model.backbone.hidden_size, length)
     signatures = {}
     for index, memory in enumerate(model.after_layers):
         copy = inference_copy(memory)
@@ -115,9 +122,9 @@ def task_signatures(model) -> dict:
     return signatures
 
 
-def fused_signatures(backbone, model, max_length: int) -> dict:
+def fused_signatures(backbone, model, max_length: int, length: int | None = None) -> dict:
     """{"classify": ...}: the whole chain in one graph, built from the same pieces as the split files."""
-    pieces = {**backbone_signatures(backbone, max_length), **task_signatures(model)}
+    pieces = {**backbone_signatures(backbone, max_length, length), **task_signatures(model, length)}
 
     def classify(input_ids, attention_mask, token_type_ids):
         """int32 [B, S] x3 -> logits [B, num_outputs]."""
@@ -127,7 +134,8 @@ def fused_signatures(backbone, model, max_length: int) -> dict:
             hidden = pieces[f"memory_{index:02d}"](hidden)["hidden"]
         return {"logits": pieces["head"](hidden)["logits"]}
 
-    return {"classify": _named("classify", classify, [_IDS, _IDS, _IDS])}
+    ids_spec = _ids_spec(length)
+    return {"classify": _named("classify", classify, [ids_spec, ids_spec, ids_spec])}
 
 
 # --------------------------------------------------------------------------- conversion

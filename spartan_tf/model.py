@@ -11,13 +11,18 @@ class TaskModel(tf_keras.Model):
     """embed -> (encoder layer i with the method's module i)* -> head.
 
     How module i joins encoder layer i is the method's ``forward_layer`` (SPARTAN: the layer, then
-    its memory). ``after_layers`` holds the modules, one per encoder layer.
+    its memory; adapters and LoRA: inside the layer). ``after_layers`` holds the modules, one per
+    encoder layer.
 
     Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``.
     Output: logits [B, num_outputs].
 
-    The backbone is deliberately NOT tracked by Keras: it is frozen and shared by every task, so
-    ``model.weights``, ``save_weights`` and checkpoints hold only the task's own (small) state.
+    The backbone is NOT tracked by Keras unless the method trains it (``method.trains_backbone``,
+    full fine-tuning): a frozen backbone is shared by every task, so ``model.weights``,
+    ``save_weights`` and checkpoints hold only the task's own (small) state. A method that trains the
+    backbone makes it part of that state: it is unfrozen, tracked (so Keras trains and checkpoints
+    it) and saved under ``backbone/...`` names; such a model owns its Backbone object and must not
+    share it with other tasks.
     """
 
     def __init__(self, backbone, method, after_layers, head, **kwargs):
@@ -26,6 +31,9 @@ class TaskModel(tf_keras.Model):
         self.method = method
         self.after_layers = list(after_layers)
         self.head = head
+        if getattr(method, "trains_backbone", False):
+            backbone.unfreeze()
+            self.trained_backbone = backbone.bert  # tracked: its weights train, checkpoint and save
 
     def encode(self, inputs):
         """Hidden states after the last encoder layer and its memory: [B, S, H]."""
@@ -40,14 +48,25 @@ class TaskModel(tf_keras.Model):
         return self.head(self.encode(inputs), training=training)
 
     def named_task_weights(self) -> dict:
-        """The task's variables under stable names, e.g. ``memory_00/parent_keys``, ``head/pooler_kernel``."""
-        named = {}
-        for prefix, layer in [(f"memory_{i:02d}", m) for i, m in enumerate(self.after_layers)] + [("head", self.head)]:
+        """The task's variables under stable names: ``<module name>/<weight>`` (e.g. ``memory_00/parent_keys``,
+        ``adapter_00/attention_down_kernel``, ``head/pooler_kernel``) and, when the method trains the
+        backbone, ``backbone/<path inside BERT>`` for its trainable weights. Each variable is named once."""
+        named, seen = {}, set()
+        if getattr(self.method, "trains_backbone", False):
+            trainable = {id(variable) for variable in self.backbone.bert.trainable_weights}  # not the pooler
+            for path, variable in self.backbone.named_variables().items():
+                if id(variable) in trainable:
+                    named[f"backbone/{path}"] = variable
+                    seen.add(id(variable))
+        for layer in [*self.after_layers, self.head]:
             for variable in layer.weights:
-                key = f"{prefix}/{variable.name.split('/')[-1].split(':')[0]}"
+                if id(variable) in seen:
+                    continue  # a backbone weight (full fine-tuning's modules are the encoder layers)
+                key = f"{layer.name}/{variable.name.split('/')[-1].split(':')[0]}"
                 if key in named:
                     raise RuntimeError(f"two task weights share the name {key}")
                 named[key] = variable
+                seen.add(id(variable))
         return named
 
 

@@ -127,10 +127,10 @@ def format_table(task_key: str, task, count: int, rows: list[ParityRow]) -> str:
     what = "score agreement" if task.is_regression else "argmax agreement"
     lines = [
         f"parity on {count} {task_key} dev examples (TFLite via {runtime_name()}, one example at a time):",
-        f"  {'path':<34} {'max |logit diff|':>16} {what:>17} {metric:>10}",
+        f"  {'path':<40} {'max |logit diff|':>16} {what:>17} {metric:>10}",
     ]
     for row in rows:
         diff = "-" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}"
         agree = "-" if row.agreement is None else f"{100 * row.agreement:.2f}%"
-        lines.append(f"  {row.name:<34} {diff:>16} {agree:>17} {row.metrics.get(metric, float('nan')):>10.4f}")
+        lines.append(f"  {row.name:<40} {diff:>16} {agree:>17} {row.metrics.get(metric, float('nan')):>10.4f}")
     return "\n".join(lines)

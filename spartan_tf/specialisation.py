@@ -56,6 +56,8 @@ def read_labelled_file(path, task, label_column: str = "label"):
         raise SpartanError(f"task {task.name} is a regression task: parent specialisation by label needs classes")
     suffix = path.suffix.lower()
     header = _header(path, suffix)
+    if suffix in (".tsv", ".csv") and not header:
+        raise SpartanError(f"{path}: no examples (the file is empty)")
     if task.name != "custom" and suffix == ".tsv" and "text" not in header:  # the task's GLUE layout
         if label_column != "label":
             raise SpartanError(f"--label-column {label_column}: a file in {task.name}'s GLUE layout has a fixed "

@@ -59,13 +59,15 @@ def _footer(figure, report: dict):
 def heatmap_figure(report: dict, relative: bool) -> bytes:
     """Per layer, labels x parents: the mean parent weight, or (relative) its log2 lift over all inputs."""
     layers, labels = report["layers"], report["label_names"]
+    absent = np.array([report["label_counts"][name] == 0 for name in labels])
     figure, axes = _grid(len(layers), 6.5, 0.45 * len(labels) + 1.6)
     for ax, layer in zip(axes, layers):
         heat = np.asarray(layer["heatmap"])
         if relative:
             values = lift(heat, layer["usage"])
-            bound = max(float(np.abs(values).max()), 0.1)
-            image = ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+            values[absent] = 0.0  # a label without inputs has no preferences
+            bound = min(max(float(np.abs(values).max()), 0.1), 4.0)  # beyond 16x either way: saturated
+            image = ax.imshow(np.clip(values, -bound, bound), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
         else:
             image = ax.imshow(heat, cmap="viridis", vmin=0, aspect="auto")
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
@@ -111,10 +113,17 @@ def specialisation_figure(report: dict) -> bytes:
     layers = report["layers"]
     x = np.arange(len(layers))
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    untrained = (report.get("untrained") or {}).get("layers")
+    width = 0.27 if untrained else 0.4
     for ax, name, title in [(axes[0], "nmi_argmax", "argmax parent"), (axes[1], "nmi_topk", "top-k membership")]:
-        ax.bar(x - 0.2, [layer[name] for layer in layers], 0.4, label="labels")
-        ax.bar(x + 0.2, [layer[f"{name}_shuffled_mean"] for layer in layers], 0.4,
-               yerr=[layer[f"{name}_shuffled_std"] for layer in layers], color="grey", label="shuffled labels")
+        ax.bar(x - width / 2 - (width / 2 if untrained else 0), [layer[name] for layer in layers], width,
+               label="trained, labels")
+        if untrained:
+            ax.bar(x, [layer[name] for layer in untrained], width, color="tab:orange",
+                   label=f"untrained (initial weights, seed {report['untrained']['seed']}), labels")
+        ax.bar(x + width / 2 + (width / 2 if untrained else 0), [layer[f"{name}_shuffled_mean"] for layer in layers],
+               width, yerr=[layer[f"{name}_shuffled_std"] for layer in layers], color="grey",
+               label="trained, shuffled labels")
         ax.set_xticks(x, [str(layer["layer"]) for layer in layers])
         ax.set_xlabel("layer")
         ax.set_ylabel("NMI")
@@ -183,6 +192,9 @@ def preference_table(report: dict) -> list[str]:
              "| --- |" + " ---: |" * len(layers)]
     lifts = [lift(layer["heatmap"], layer["usage"]) for layer in layers]
     for row, label in enumerate(report["label_names"]):
+        if report["label_counts"][label] == 0:
+            lines.append(f"| {label} | " + " | ".join(["(no inputs)"] * len(layers)) + " |")
+            continue
         cells = []
         for values in lifts:
             parent = int(np.argmax(values[row]))
@@ -242,9 +254,32 @@ def markdown(report: dict, compare: dict | None = None) -> str:
         f"- [{FIGURES['usage']}]({FIGURES['usage']}): how often each parent is in a token's top-k",
         f"- [{FIGURES['specialisation']}]({FIGURES['specialisation']}): NMI per layer against shuffled labels",
     ]
+    if report.get("untrained"):
+        lines += ["", *untrained_section(report)]
     if compare is not None:
         lines += ["", *comparison_section(report, compare)]
     return "\n".join(lines) + "\n"
+
+
+def untrained_section(report: dict) -> list[str]:
+    """Trained memories against the same memories at their initial weights (the training seed)."""
+    lines = [
+        f"## Against the untrained memories (initial weights, seed {report['untrained']['seed']})",
+        "",
+        "The frozen backbone's hidden states already differ by topic, so even random parent keys can pick",
+        "parents that depend on the label; this is what training changed.",
+        "",
+        "| layer | usage entropy trained / untrained | NMI argmax trained / untrained (shuffled) | "
+        "NMI top-k trained / untrained (shuffled) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for mine, init in zip(report["layers"], report["untrained"]["layers"]):
+        lines.append(
+            f"| {mine['layer']} | {mine['usage_entropy']:.3f} / {init['usage_entropy']:.3f} | "
+            f"{mine['nmi_argmax']:.3f} / {init['nmi_argmax']:.3f} ({init['nmi_argmax_shuffled_mean']:.3f}) | "
+            f"{mine['nmi_topk']:.3f} / {init['nmi_topk']:.3f} ({init['nmi_topk_shuffled_mean']:.3f}) |"
+        )
+    return lines
 
 
 def comparison_section(report: dict, other: dict) -> list[str]:

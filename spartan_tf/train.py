@@ -1,6 +1,7 @@
-"""Train a task's memories and head over the frozen backbone.
+"""Train a task: a method's weights (SPARTAN memories by default; adapters, LoRA or the full backbone) and a head.
 
     python -m spartan_tf.train --task qnli --data-dir ../shared/data/glue
+    python -m spartan_tf.train --task qnli --data-dir ../shared/data/glue --method adapters
     python -m spartan_tf.train --task custom --train-file train.tsv --eval-file dev.tsv
 """
 
@@ -9,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from spartan_tf import data, tasks
+from spartan_tf import artifacts, data, tasks
 from spartan_tf.backbone import DEFAULT_MODEL
 from spartan_tf.distribute import STRATEGIES
 from spartan_tf.errors import SpartanError, run_cli
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_group.add_argument("--max-eval-samples", type=int, help="evaluate on the first N dev examples only")
     data_group.add_argument("--max-seq-length", type=int, default=128, help="truncate longer inputs (default 128)")
     train_group = parser.add_argument_group("training")
-    train_group.add_argument("--learning-rate", type=float, help="default: the method's (1e-3 for spartan)")
+    defaults = ", ".join(f"{name} {method.default_learning_rate:g}" for name, method in METHODS.items())
+    train_group.add_argument("--learning-rate", type=float, help=f"default: the method's ({defaults})")
     train_group.add_argument("--batch-size", type=int, default=16,
                              help="examples per replica and step (default 16); see --per-replica-batch")
     train_group.add_argument("--epochs", type=int, default=3)
@@ -45,16 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
                              help="--batch-size is per replica, global batch = batch size x replicas (default); "
                                   "--no-per-replica-batch makes --batch-size the global batch")
     parser.add_argument("--output-dir", help="default: models/<task>")
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --output-dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model (or an interrupted run) in --output-dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --output-dir (same command otherwise)")
+    parser.add_argument("--checkpoint-every", type=int, default=50,
+                        help="steps between resume checkpoints (default 50; also at each epoch end and on Ctrl-C)")
+    parser.set_defaults(method_flags={})
     for method in METHODS.values():
+        before = len(parser._actions)
         method.add_arguments(parser)
+        parser.get_default("method_flags")[method.name] = parser._actions[before:]
     return parser
+
+
+def check_method_flags(parser, args, argv):
+    """A flag of another method than ``--method`` is refused, not silently ignored."""
+    unset = object()
+    probe = argparse.Namespace(**{action.dest: unset for actions in args.method_flags.values() for action in actions})
+    parser.parse_args(argv, namespace=probe)  # argparse leaves attributes already present untouched
+    for name, actions in args.method_flags.items():
+        given = [action.option_strings[0] for action in actions if getattr(probe, action.dest) is not unset]
+        if name != args.method and given:
+            raise SpartanError(f"{given[0]} is a flag of --method {name}, not of --method {args.method}")
 
 
 def check_numbers(args):
     for flag, value, low in [
         ("--batch-size", args.batch_size, 1), ("--epochs", args.epochs, 1),
         ("--max-train-samples", args.max_train_samples, 1), ("--max-eval-samples", args.max_eval_samples, 1),
+        ("--checkpoint-every", args.checkpoint_every, 1),
     ]:
         if value is not None and value < low:
             raise SpartanError(f"{flag} {value}: must be >= {low}")
@@ -67,8 +88,10 @@ def check_numbers(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     check_numbers(args)
+    check_method_flags(parser, args, argv)
     # Everything that can fail on the user's input is checked before the backbone loads.
     method = get_method(args.method).from_args(args)
     source = source_from_args(args.task, args.data_dir, args.train_file, args.eval_file)
@@ -79,9 +102,8 @@ def main(argv=None):
         task = tasks.get_task(args.task)
         train_examples = read_split(task, source, "train")
     out_dir = Path(args.output_dir or Path("models") / task.name)
-    from spartan_tf import artifacts
 
-    artifacts.check_output_dir(out_dir, task.name, args.overwrite)
+    artifacts.check_output_dir(out_dir, task.name, args.overwrite, args.resume)
     dev_examples = read_split(task, source, "dev")
     if args.max_train_samples:
         train_examples = data.few_shot_sample(train_examples, args.max_train_samples, args.seed, task)
@@ -102,6 +124,7 @@ def main(argv=None):
         strategy_name=args.strategy, tpu=args.tpu, epochs=args.epochs, seed=args.seed,
         max_seq_length=args.max_seq_length, head_dropout=args.head_dropout,
         run_info={"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples},
+        resume=args.resume, checkpoint_every=args.checkpoint_every,
     )
 
 

@@ -1,6 +1,7 @@
 """The Keras training run behind ``python -m spartan_tf.train``: build, fit, evaluate, save."""
 
 import json
+import shutil
 import sys
 import time
 
@@ -8,10 +9,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from spartan_tf import artifacts, distribute
+from spartan_tf import artifacts, data, distribute
 from spartan_tf.backbone import Backbone
 from spartan_tf.evaluation import DevMetrics, example_dataset
 from spartan_tf.model import build_task_model
+from spartan_tf.resume import StepCheckpoint, StopRequest, TrainingState
 
 
 class EpochTimer(tf_keras.callbacks.Callback):
@@ -28,6 +30,25 @@ class EpochTimer(tf_keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class EpochCheckpoint(tf_keras.callbacks.ModelCheckpoint):
+    """Keras' per-epoch weights checkpoint, skipped for an epoch cut short by a stop request."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.model.stop_training:
+            super().on_epoch_end(epoch, logs)
+
+
+class Progress(tf_keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, told the run's total epoch count (training calls fit once per epoch)."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__(count_mode="steps")
+        self.total_epochs = total_epochs
+
+    def set_params(self, params):
+        super().set_params({**params, "epochs": self.total_epochs})
+
+
 def make_loss(task):
     if task.problem_type == "regression":
         return tf_keras.losses.MeanSquaredError()
@@ -40,8 +61,12 @@ def count(variables) -> int:
 
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
-               max_seq_length, head_dropout, run_info):
-    """Train and save one task; returns the final dev metrics."""
+               max_seq_length, head_dropout, run_info, resume=False, checkpoint_every=50):
+    """Train and save one task; returns the final dev metrics.
+
+    ``resume`` continues an interrupted run from ``out_dir/resume``; a resume checkpoint is written
+    every ``checkpoint_every`` steps, at each epoch's end, and when SIGINT asks training to stop.
+    """
     strategy = distribute.make_strategy(strategy_name, tpu)
     replicas = strategy.num_replicas_in_sync
     global_batch = distribute.global_batch_size(batch_size, replicas, per_replica_batch)
@@ -49,50 +74,87 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     with strategy.scope():
         backbone = Backbone.load(model_name)
         model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed)
-        steps = epochs * int(np.ceil(len(train_examples) / global_batch))
-        schedule = tf_keras.optimizers.schedules.PolynomialDecay(learning_rate, steps, end_learning_rate=0.0)
+        steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
+        schedule = tf_keras.optimizers.schedules.PolynomialDecay(
+            learning_rate, epochs * steps_per_epoch, end_learning_rate=0.0
+        )
         model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=make_loss(task))
     tokenizer = backbone.tokenizer(max_seq_length)
-    train_data = example_dataset(task, train_examples, tokenizer, global_batch, shuffle=True, seed=seed)
+    encoded = data.encode(tokenizer, train_examples)
+    labels = [example.label for example in train_examples]
     dev_data = example_dataset(task, dev_examples, tokenizer, global_batch)
-    if replicas > 1:  # in-memory data: split each global batch between replicas and workers
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_data, dev_data = train_data.with_options(options), dev_data.with_options(options)
+    options = tf.data.Options()  # in-memory data: split each global batch between replicas and workers
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dev_data = dev_data.with_options(options)
 
-    trainable, frozen = count(model.trainable_weights), backbone.count_params()
+    def epoch_data(epoch):
+        """This epoch's batches, in an order fixed by (seed, epoch) so that a resumed run can skip ahead."""
+        batches = data.make_dataset(encoded, labels, global_batch, shuffle=True, seed=seed * 1000 + epoch, task=task)
+        return batches.with_options(options)
+
+    trainable_ids = {id(variable) for variable in model.trainable_weights}
+    trainable = count(model.trainable_weights)
+    frozen = count([variable for variable in backbone.variables if id(variable) not in trainable_ids])
     print(
         f"task {task.name} ({task.problem_type}, {len(train_examples)} train / {len(dev_examples)} dev examples); "
         f"method {method.name}; backbone {backbone.name}\n"
         f"strategy {distribute.describe(strategy)}; global batch {global_batch} "
         f"({global_batch // replicas} per replica); learning rate {learning_rate:g}\n"
         f"parameters: {trainable:,} trainable of {trainable + frozen:,} total "
-        f"({100 * trainable / (trainable + frozen):.2f}%; backbone {frozen:,} frozen)",
+        f"({100 * trainable / (trainable + frozen):.2f}%; {frozen:,} backbone parameters frozen)",
         flush=True,
     )
 
+    settings = {"task": task.name, "method": method.to_dict(), "model": model_name, "data": source.to_dict(),
+                "learning_rate": learning_rate, "global_batch_size": global_batch, "epochs": epochs, "seed": seed,
+                "max_seq_length": max_seq_length, "head_dropout": head_dropout,
+                "train_examples": len(train_examples), **run_info}
+    state = TrainingState(out_dir, model, settings)
+    start_epoch, start_step = state.restore() if resume else (0, 0)
+    if resume:
+        print(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}", flush=True)
     timer, dev_metrics = EpochTimer(), DevMetrics(task, dev_data)
-    callbacks = [
-        timer,
-        dev_metrics,
-        tf_keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch-{epoch:02d}"), save_weights_only=True),
-        tf_keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), profile_batch=0),
-    ]
-    history = model.fit(
-        train_data, epochs=epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2
-    )
+    examples_seen = 0
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, epochs):
+            skip = start_step if epoch == start_epoch else 0
+            callbacks = [
+                timer,
+                StepCheckpoint(state, stop, epoch, skip, checkpoint_every, steps_per_epoch),
+                dev_metrics,
+                EpochCheckpoint(str(out_dir / "checkpoints" / "epoch-{epoch:02d}"), save_weights_only=True),
+                tf_keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), profile_batch=0),
+                Progress(epochs),
+            ]
+            history = model.fit(epoch_data(epoch).skip(skip), initial_epoch=epoch, epochs=epoch + 1,
+                                callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+            if model.stop_training:  # stopped mid-epoch; StepCheckpoint has saved the position
+                raise KeyboardInterrupt(
+                    f"stopped after step {callbacks[1].step} of epoch {epoch + 1}; checkpoint written to "
+                    f"{state.directory}; run the same command with --resume to continue"
+                )
+            examples_seen += len(train_examples) - min(skip * global_batch, len(train_examples))
+            state.finish_epoch(epoch, {**dev_metrics.history[-1], "train_loss": float(history.history["loss"][-1]),
+                                       "train_seconds": round(timer.seconds[-1], 2)})
+            if stop.requested and epoch + 1 < epochs:
+                raise KeyboardInterrupt(
+                    f"stopped at the end of epoch {epoch + 1}; checkpoint written to {state.directory}; "
+                    f"run the same command with --resume to continue"
+                )
 
     train_seconds = float(sum(timer.seconds))
-    final = {name: value for name, value in dev_metrics.history[-1].items() if name != "epoch"}
+    epochs_record = state.history
+    final = {name: value for name, value in epochs_record[-1].items()
+             if name not in ("epoch", "train_loss", "train_seconds")}
     metrics = {
         "task": task.name,
         "dev_examples": len(dev_examples),
         "final": final,
-        "epochs": [
-            {**epoch, "train_loss": float(loss)} for epoch, loss in zip(dev_metrics.history, history.history["loss"])
-        ],
-        "train_seconds": round(train_seconds, 1),
-        "train_examples_per_second": round(epochs * len(train_examples) / train_seconds, 2),
+        "epochs": epochs_record,
+        "train_seconds": round(sum(record["train_seconds"] for record in epochs_record), 1),
+        "train_examples_per_second": round(examples_seen / train_seconds, 2) if train_seconds else None,
+        "method": method.name,
+        "trainable_parameters": trainable,
     }
     config = {
         "task": {
@@ -115,6 +177,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     if not distribute.is_chief(strategy):
         return final  # other workers of a cluster leave the writing to the chief
     artifacts.save_task(out_dir, model, config, metrics)
+    shutil.rmtree(state.directory, ignore_errors=True)  # the finished model replaces the resume point
     print(json.dumps({"task": task.name, "output_dir": str(out_dir), **final,
                       "train_examples_per_second": metrics["train_examples_per_second"]}))
     return final

@@ -67,6 +67,7 @@ def save_tiny_task(out_dir, model, backbone, task, method, max_seq_length=32):
         "method": method.to_dict(),
         "head": {"dropout": 0.1},
         "max_seq_length": max_seq_length,
+        "training": {"seed": 11},
     }
     artifacts.save_task(out_dir, model, config, {"final": {}})
     return Path(out_dir)
@@ -301,16 +302,20 @@ def test_cli_missing_label_column(saved_models, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "missing label column 'category'" in err
     code, _, err = cli("--model-dir", saved_models["plain"], "--data", tmp_path / "none.tsv")
     assert code == 2 and err == f"error: --data {tmp_path / 'none.tsv'}: no such file\n"
+    good = write_tsv(tmp_path / "good.tsv", [("x", "tech")])
+    code, _, err = cli("--model-dir", saved_models["plain"], "--data", good, "--compare", tmp_path / "other")
+    assert code == 2 and err == f"error: --compare {tmp_path / 'other'}: no such directory\n"
 
 
-def test_cli_writes_report_and_compares(saved_models, tmp_path):
+def test_cli_writes_report_and_compares(saved_models, tiny_backbone, tmp_path):
     from spartan_tf.analyze import main
 
     rows = [(text, label) for text, label in TEXTS] * 3
     data = write_tsv(tmp_path / "topics.tsv", rows, header=("text", "topic"))
     out_dir = tmp_path / "analysis"
     argv = ["--model-dir", str(saved_models["plain"]), "--data", str(data), "--label-column", "topic",
-            "--output-dir", str(out_dir), "--compare", str(saved_models["balanced"]), "--shuffles", "3"]
+            "--output-dir", str(out_dir), "--untrained-control", "--shuffles", "3",
+            "--compare", str(saved_models["balanced"])]
     assert run_cli(main, argv) == 0
     report = json.loads((out_dir / "report.json").read_text())
     assert report["examples"] == 21 and report["label_counts"] == {"sport": 9, "tech": 6, "politics": 6}
@@ -325,13 +330,29 @@ def test_cli_writes_report_and_compares(saved_models, tmp_path):
     for name in ("heatmap.png", "heatmap_lift.png", "usage.png", "specialisation.png", "compare.png"):
         assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert (out_dir / "compare" / "report.md").is_file() and not (out_dir / "compare" / "compare.png").exists()
+    # the untrained control is the same architecture rebuilt with the training seed, before any training
+    from spartan_tf.model import build_task_model
+    from spartan_tf.specialisation import analyse, read_labelled_file, record
+
+    initial = build_task_model(tiny_backbone, tiny_method(), 3, 0.0, seed=11)
+    again = build_task_model(tiny_backbone, tiny_method(), 3, 0.0, seed=11)
+    np.testing.assert_array_equal(initial.after_layers[1].parent_keys.numpy(), again.after_layers[1].parent_keys.numpy())
+    examples = read_labelled_file(data, tasks.custom_task(TOPICS, "classification"), "topic")
+    task = tasks.custom_task(TOPICS, "classification")
+    expected = analyse(record(initial, task, examples, tiny_backbone.tokenizer(32)), TOPICS, 3, 3, 0)
+    assert report["untrained"]["seed"] == 11
+    for got, want in zip(report["untrained"]["layers"], expected):
+        assert got["nmi_argmax"] == pytest.approx(want["nmi_argmax"])
+        assert got["usage_entropy"] == pytest.approx(want["usage_entropy"], abs=1e-6)
+    assert report["untrained"]["layers"][0]["usage_entropy"] != pytest.approx(report["layers"][0]["usage_entropy"])
     text = (out_dir / "report.md").read_text()
+    assert "## Against the untrained memories (initial weights, seed 11)" in text
     assert "## Side by side: plain (balance 0.0) vs balanced (balance 0.5)" in text
     assert "x86_64" in text or "aarch64" in text
     accuracy = float(np.mean(saved["logits"].argmax(1) == saved["labels"]))
     assert report["metrics"]["accuracy"] == pytest.approx(accuracy)
     # a second run without --compare removes the stale comparison figure
-    assert run_cli(main, argv[:-4] + ["--shuffles", "2"]) == 0
+    assert run_cli(main, argv[:-2]) == 0
     assert not (out_dir / "compare.png").exists()
     assert "Side by side" not in (out_dir / "report.md").read_text()
 
@@ -404,3 +425,27 @@ def test_bbc_split_drops_its_duplicates(tmp_path):
     assert (len(examples), duplicates, conflicts, len(kept)) == (2225, 101, 0, 2124)
     train, test = split_examples(kept, 0.2, seed=42)
     assert (len(train), len(test)) == (1699, 425)
+
+
+def test_report_renders_a_label_without_inputs(tmp_path):
+    from spartan_tf.specialisation import Recording, analyse
+    from spartan_tf.specialisation_report import write_report
+
+    weights, labels = synthetic(num_inputs=60, num_labels=2, parents=6)
+    weights[:, 5] = 0.0  # parent 5 never chosen: dead, and a lift of log2(0) for every label
+    weights /= weights.sum(axis=1, keepdims=True)
+    stacked = np.stack([weights, weights], axis=1)  # 2 layers
+    recording = Recording(stacked, (stacked > 0).astype(float), labels, np.zeros((60, 3)))
+    names = ["a", "b", "never"]
+    report = {
+        "model_name": "m", "model_dir": "/m", "output_dir": str(tmp_path), "backbone": "tiny", "task": "custom",
+        "method": tiny_method().to_dict(), "data": "/d.tsv", "label_column": "label", "examples": 60,
+        "label_names": names, "label_counts": {"a": int((labels == 0).sum()), "b": int((labels == 1).sum()), "never": 0},
+        "metrics": {"accuracy": 0.5}, "shuffles": 2, "seed": 0, "command": "python -m spartan_tf.analyze ...",
+        "machine": "x86_64", "seconds": 1.0, "layers": analyse(recording, names, 3, shuffles=2), "untrained": None,
+    }
+    assert report["layers"][0]["dead_parents"] == [5]
+    written = write_report(tmp_path, report, recording)
+    assert all(path.is_file() for path in written)
+    text = (tmp_path / "report.md").read_text()
+    assert "| never | (no inputs) | (no inputs) |" in text and "Against the untrained" not in text

@@ -25,11 +25,15 @@ def load_cli():
     return module
 
 
-def run_cli(capsys, *args):
-    """(exit code, stdout, stderr) of ``python convert/to_tflite.py *args``, in process."""
-    code = load_cli().cli([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def convert(*args):
+    """(exit code, stdout, stderr) of ``python convert/to_tflite.py *args``, run in process."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = load_cli().cli([str(arg) for arg in args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int) -> Path:
@@ -84,32 +88,17 @@ def bundle_runs(tmp_path_factory, task_dirs):
     Returns (bundle dir, {"first": (code, stdout, stderr), "second": ...}, backbone stat after run 1).
     """
     out = tmp_path_factory.mktemp("bundle") / "tflite"
-    runs = {}
-    with pytest.MonkeyPatch.context():
-        capsys = _Capture()
-        runs["first"] = capsys.run("--model-dir", task_dirs["qnli"], "--output-dir", out, "--fused", "--check-samples", CHECK)
-        first_stat = (out / "backbone.tflite").stat() if (out / "backbone.tflite").exists() else None
-        runs["second"] = capsys.run("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", CHECK)
+    runs = {"first": convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--fused",
+                                    "--check-samples", CHECK)}
+    first_stat = (out / "backbone.tflite").stat() if (out / "backbone.tflite").exists() else None
+    runs["second"] = convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", CHECK)
     return out, runs, first_stat
-
-
-class _Capture:
-    """capsys is function-scoped; module fixtures capture the CLI's output themselves."""
-
-    def run(self, *args):
-        import contextlib
-        import io
-
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = load_cli().cli([str(arg) for arg in args])
-        return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
 def float_bundle(tmp_path_factory, task_dirs):
     out = tmp_path_factory.mktemp("float") / "tflite"
-    code, stdout, stderr = _Capture().run("--model-dir", task_dirs["qnli"], "--output-dir", out, "--float",
+    code, stdout, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--float",
                                           "--check-samples", CHECK)
     assert code == 0, stderr
     return out
@@ -204,7 +193,7 @@ def test_only_builtin_ops_in_every_written_file(bundle_runs, float_bundle):
     from spartan_tf.export import operator_names
 
     written = sorted(bundle_runs[0].glob("*.tflite")) + sorted(float_bundle.glob("*.tflite"))
-    assert len(written) == 5
+    assert len(written) == 6  # backbone, qnli, qnli.fused, sst2; float backbone, float qnli
     for path in written:
         names = operator_names(path.read_bytes())
         assert "FULLY_CONNECTED" in names, path.name
@@ -283,7 +272,42 @@ def test_int8_bundle_close_to_keras_and_padding_is_harmless(bundle_runs, task_di
         np.testing.assert_allclose(chain.logits(*padded), split_logits, atol=1e-4)
 
 
-def test_parity_failure_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch, task_dirs):
+def test_compat_writes_float16_weights_that_run(tmp_path, task_dirs, tiny_backbone):
+    """--compat tflite-runtime-2.14: float16 weights (that runtime cannot read TF 2.21's int8 ops)."""
+    from spartan_tf import artifacts
+    from spartan_tf.export import operator_names
+    from spartan_tf.parity import SplitBundle
+
+    out = tmp_path / "tflite"
+    code, stdout, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out,
+                                          "--compat", "tflite-runtime-2.14", "--check-samples", CHECK)
+    assert code == 0, stderr
+    assert "float16 backbone + float16 task (written)" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backbone"]["weights"] == manifest["tasks"]["qnli"]["weights"] == "float16"
+    assert "DEQUANTIZE" in operator_names((out / "backbone.tflite").read_bytes())
+    model = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[0]
+    chain = SplitBundle(out / "backbone.tflite", out / "qnli.tflite")
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        np.testing.assert_allclose(chain.logits(ids, mask, types), keras, atol=0.01 * np.abs(keras).max())
+
+
+def test_regression_task(tmp_path, tiny_backbone):
+    """STS-B: one score, no label names; parity compares scores instead of argmax."""
+    task_dir = save_tiny_task(tmp_path / "stsb", tiny_backbone, "stsb", seed=14)
+    out = tmp_path / "tflite"
+    code, stdout, stderr = convert("--model-dir", task_dir, "--output-dir", out, "--check-samples", CHECK)
+    assert code == 0, stderr
+    assert "score agreement" in stdout and "pearson" in stdout
+    entry = json.loads((out / "manifest.json").read_text())["tasks"]["stsb"]
+    assert (entry["label_names"], entry["problem_type"]) == ([], "regression")
+    interpreter, _ = signatures_of(out / "stsb.tflite")
+    head = interpreter.get_signature_runner("head")
+    assert head(hidden=np.ones((1, 3, 32), np.float32))["logits"].shape == (1, 1)
+
+
+def test_parity_failure_exits_1_and_writes_nothing(tmp_path, monkeypatch, task_dirs):
     """A float32 bundle that disagrees with Keras (here: a head with negated logits) is a bug."""
     from spartan_tf import export
 
@@ -298,7 +322,7 @@ def test_parity_failure_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(export, "task_signatures", broken_task_signatures)
     out = tmp_path / "bundle"
-    code, stdout, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--output-dir", out, "--check-samples", CHECK)
+    code, stdout, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--check-samples", CHECK)
     assert code == 1
     assert "error: task 'qnli': the float32 bundle agrees with Keras on only" in stderr
     assert not out.exists()
@@ -317,17 +341,22 @@ def test_two_tasks_share_one_backbone_and_rerun_keeps_it(bundle_runs):
         "backbone.tflite", "manifest.json", "qnli.fused.tflite", "qnli.tflite", "sst2.tflite", "tokenizer.json"]
 
 
-def test_longer_max_length_rebuilds_the_backbone(tmp_path, task_dirs, tiny_backbone):
+def test_longer_max_length_rebuilds_the_backbone_and_stale_fused_goes(tmp_path, task_dirs, tiny_backbone):
     import shutil
 
     out = tmp_path / "tflite"
-    assert _Capture().run("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0")[0] == 0
+    code, _, stderr = convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0",
+                                     "--fused")
+    assert code == 0, stderr
+    assert (out / "sst2.fused.tflite").is_file()
+    assert convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0")[0] == 0
+    assert not (out / "sst2.fused.tflite").exists()
     longer = tmp_path / "qnli-long"
     shutil.copytree(task_dirs["qnli"], longer)
     config = json.loads((longer / "config.json").read_text())
     config["max_seq_length"] = 96
     (longer / "config.json").write_text(json.dumps(config))
-    code, stdout, stderr = _Capture().run("--model-dir", longer, "--output-dir", out, "--check-samples", "0")
+    code, stdout, stderr = convert("--model-dir", longer, "--output-dir", out, "--check-samples", "0")
     assert code == 0, stderr
     assert "converted backbone.tflite" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -338,27 +367,27 @@ def test_longer_max_length_rebuilds_the_backbone(tmp_path, task_dirs, tiny_backb
 # --------------------------------------------------------------------------- bad input: one line, exit 2
 
 
-def test_mismatched_backbones_name_the_odd_one(capsys, tmp_path, task_dirs):
-    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--model-dir", task_dirs["sst2"],
+def test_mismatched_backbones_name_the_odd_one(tmp_path, task_dirs):
+    code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--model-dir", task_dirs["sst2"],
                               "--model-dir", task_dirs["odd"], "--output-dir", tmp_path / "b")
     assert code == 2 and stderr.count("\n") == 1
     assert stderr.startswith(f"error: --model-dir {task_dirs['odd']}: task 'rte' was trained on backbone ")
     assert "not the one of the other task(s) qnli, sst2" in stderr
-    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["sst2"], "--model-dir", task_dirs["odd"],
+    code, _, stderr = convert("--model-dir", task_dirs["sst2"], "--model-dir", task_dirs["odd"],
                               "--output-dir", tmp_path / "b")
     assert code == 2 and stderr.count("\n") == 1
     assert f"--model-dir {task_dirs['odd']}: task 'rte' was trained on backbone" in stderr
 
 
-def test_task_on_another_backbone_than_the_bundle_is_refused(capsys, bundle_runs, task_dirs):
+def test_task_on_another_backbone_than_the_bundle_is_refused(bundle_runs, task_dirs):
     out = bundle_runs[0]
-    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["odd"], "--output-dir", out)
+    code, _, stderr = convert("--model-dir", task_dirs["odd"], "--output-dir", out)
     assert code == 2
     assert f"--model-dir {task_dirs['odd']}" in stderr and f"the bundle in {out}" in stderr
 
 
-def test_other_weights_mode_into_a_bundle_is_refused(capsys, bundle_runs, task_dirs):
-    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--output-dir", bundle_runs[0], "--float")
+def test_other_weights_mode_into_a_bundle_is_refused(bundle_runs, task_dirs):
+    code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", bundle_runs[0], "--float")
     assert code == 2 and "holds a int8 bundle" in stderr
 
 
@@ -366,25 +395,25 @@ def test_other_weights_mode_into_a_bundle_is_refused(capsys, bundle_runs, task_d
     (lambda d: (d / "notes.txt").write_text("mine"), "not empty and has no manifest.json, so it is not a bundle"),
     (lambda d: (d / "manifest.json").write_text("{not json"), "not a readable bundle manifest"),
 ])
-def test_output_dir_that_is_not_a_bundle_is_refused(capsys, tmp_path, task_dirs, make, expected):
+def test_output_dir_that_is_not_a_bundle_is_refused(tmp_path, task_dirs, make, expected):
     out = tmp_path / "occupied"
     out.mkdir()
     make(out)
-    code, _, stderr = run_cli(capsys, "--model-dir", task_dirs["qnli"], "--output-dir", out)
+    code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out)
     assert code == 2 and expected in stderr
     assert len(list(out.iterdir())) == 1
 
 
-def test_missing_and_non_model_dirs(capsys, tmp_path):
-    code, _, stderr = run_cli(capsys, "--model-dir", tmp_path / "nope", "--output-dir", tmp_path / "b")
+def test_missing_and_non_model_dirs(tmp_path):
+    code, _, stderr = convert("--model-dir", tmp_path / "nope", "--output-dir", tmp_path / "b")
     assert code == 2 and stderr == f"error: --model-dir {tmp_path / 'nope'}: no such directory\n"
-    code, _, stderr = run_cli(capsys, "--model-dir", tmp_path, "--output-dir", tmp_path / "b")
+    code, _, stderr = convert("--model-dir", tmp_path, "--output-dir", tmp_path / "b")
     assert code == 2 and "no config.json (not a trained spartan-tf model)" in stderr
 
 
-def test_no_tasks_under_models(capsys, tmp_path, monkeypatch):
+def test_no_tasks_under_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, stderr = run_cli(capsys)
+    code, _, stderr = convert()
     assert code == 2 and "no trained task under models/" in stderr
 
 

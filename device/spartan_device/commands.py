@@ -87,10 +87,13 @@ def _open_input(path: str):
         raise DeviceError(f"--input {path}: cannot read it ({err.strerror})") from None
     if not file.is_file():  # a named pipe or device: stream it
         return handle, path, None, False
-    with open(file, "rb") as counting:
-        lines = [raw for raw in counting if raw.strip()]
-    total = len(lines)
-    if total and inputs.detect_format(path, "auto", lines[0]) == "tsv":
+    total, first = 0, None
+    with open(file, "rb") as counting:  # for the progress bar
+        for raw in counting:
+            if raw.strip():
+                total += 1
+                first = raw if first is None else first
+    if first is not None and inputs.detect_format(path, "auto", first) == "tsv":
         total -= 1  # the header
     return handle, path, total, True
 

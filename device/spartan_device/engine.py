@@ -152,7 +152,7 @@ class Engine:
                 cached = err
             self._tasks[name] = cached
         if isinstance(cached, DeviceError):
-            raise cached
+            raise DeviceError(str(cached))  # a fresh exception: re-raising one object grows its traceback
         return cached
 
     def _load_task(self, name: str) -> LoadedTask:

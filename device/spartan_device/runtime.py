@@ -14,11 +14,11 @@ from pathlib import Path
 
 from spartan_device.errors import DeviceError
 
-# name -> (module holding Interpreter, distribution name for the version)
+# name -> (module, attribute path of the Interpreter class in it, distribution name for the version)
 RUNTIMES = {
-    "ai_edge_litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
-    "tflite_runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
-    "tensorflow": ("tensorflow.lite", "tensorflow"),
+    "ai_edge_litert": ("ai_edge_litert.interpreter", "Interpreter", "ai-edge-litert"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter", "tflite-runtime"),
+    "tensorflow": ("tensorflow", "lite.Interpreter", "tensorflow"),  # tf.lite is a lazy attribute
 }
 COMPAT_HINT = (
     "this runtime cannot run the bundle's {weights} ops; re-convert with "
@@ -44,12 +44,15 @@ def choose_runtime(name: str | None = None) -> Runtime:
     for candidate in candidates:
         if candidate not in RUNTIMES:
             raise DeviceError(f"--runtime {candidate}: unknown; expected one of: {', '.join(RUNTIMES)}")
-        module_name, dist = RUNTIMES[candidate]
+        module_name, attribute, dist = RUNTIMES[candidate]
+        if candidate == "tensorflow":
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), captured_stderr():
                 warnings.simplefilter("ignore")
-                module = importlib.import_module(module_name)
-            interpreter_class = module.Interpreter
+                interpreter_class = importlib.import_module(module_name)
+                for part in attribute.split("."):
+                    interpreter_class = getattr(interpreter_class, part)
         except Exception as err:  # ImportError, or a broken install (e.g. numpy ABI mismatch)
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             problems.append(f"{candidate}: {first}")
@@ -57,7 +60,7 @@ def choose_runtime(name: str | None = None) -> Runtime:
         return Runtime(candidate, _version(dist), interpreter_class)
     if name:
         raise DeviceError(f"--runtime {name}: cannot import it ({problems[0].split(': ', 1)[1]}); "
-                          f"install it, e.g. `pip install {RUNTIMES[name][1]}`")
+                          f"install it, e.g. `pip install {RUNTIMES[name][2]}`")
     raise DeviceError("no TFLite runtime found (tried " + "; ".join(problems) + "); "
                       "install one with `pip install -r device/requirements.txt`")
 

@@ -20,6 +20,7 @@ class SpartanMethod:
 
     name = "spartan"
     default_learning_rate = 1e-3
+    trains_backbone = False
 
     def __post_init__(self):
         if self.num_parents < 1 or self.children_per_parent < 1:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -123,8 +124,10 @@ def test_glue_tsv_layouts(float_bundle, tmp_path):
     assert [row["id"] for row in rows] == ids
     assert {row["task"] for row in rows} == {"qnli"}
 
-    rows = json_lines(run_client("--bundle", float_bundle, "--task", "sst2", "--input", SAMPLES / "SST-2" / "dev.tsv",
-                                 check_rc=0).stdout)
+    done = run_client("--bundle", float_bundle, "--task", "sst2", "--input", SAMPLES / "SST-2" / "dev.tsv",
+                      "--progress", check_rc=0)
+    assert "48/48 lines" in done.stderr and "texts/s" in done.stderr  # the progress bar, forced on
+    rows = json_lines(done.stdout)
     assert len(rows) == len((SAMPLES / "SST-2" / "dev.tsv").read_text().splitlines()) - 1
     assert rows[0]["id"] == 2  # no id column: the line number (line 1 is the header)
     assert {row["label"] for row in rows} <= {"negative", "positive"}
@@ -174,6 +177,8 @@ def test_stdin_streams_each_line_before_the_next_arrives(float_bundle):
     process = subprocess.Popen([sys.executable, str(CLIENT), "--bundle", str(float_bundle), "--task", "sst2",
                                 "--input", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+    watchdog = threading.Timer(180, process.kill)  # a client that waits for EOF fails instead of hanging
+    watchdog.start()
     try:
         process.stdin.write(json.dumps({"text": "a fine film", "id": "first"}) + "\n")
         process.stdin.flush()
@@ -186,6 +191,7 @@ def test_stdin_streams_each_line_before_the_next_arrives(float_bundle):
         rest = process.stdout.read()
         assert process.wait(timeout=60) == 1
     finally:
+        watchdog.cancel()
         process.kill()
     assert [row["id"] for row in json_lines(rest)] == ["second"]
     assert "<stdin>, line 2: not valid JSON" in process.stderr.read()

@@ -89,3 +89,19 @@ def test_tokenization_matches_training(tiny_backbone, tiny_model_dir):
     assert batch.input_ids.shape == (2, max(lengths)) and batch.input_ids.dtype == np.int32
     assert batch.attention_mask.sum(1).tolist() == lengths
     assert batch.input_ids[0, lengths[0]:].tolist() == [0] * (max(lengths) - lengths[0])
+
+
+def test_scores_classification_and_regression():
+    from spartan_device.bundle import FileEntry, TaskInfo
+    from spartan_device.engine import scores
+
+    def info(labels, problem_type):
+        return TaskInfo("t", FileEntry("t.tflite", "0" * 64), "fp", tuple(labels), problem_type, 128, "int8",
+                        None, (), {})
+
+    (row,) = scores(info(["a", "b", "c"], "classification"), np.array([[1.0, 3.0, 2.0]], dtype=np.float32))
+    probs = np.exp([1.0, 3.0, 2.0]) / np.exp([1.0, 3.0, 2.0]).sum()
+    assert row["label"] == "b" and row["logits"] == [1.0, 3.0, 2.0]
+    np.testing.assert_allclose([row["scores"][k] for k in "abc"], probs, atol=1e-6)
+    (row,) = scores(info([], "regression"), np.array([[3.25]], dtype=np.float32))
+    assert row == {"label": 3.25, "scores": {"score": 3.25}, "logits": [3.25]}

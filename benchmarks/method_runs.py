@@ -1,0 +1,61 @@
+"""One training run of ``python -m spartan_tf.train`` in its own process, as the baseline benchmarks use it.
+
+Each run is a fresh process (a fresh TensorFlow, no graphs or memory left over from the previous
+method), so every method is timed the same way a user would run it.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+METHOD_NAMES = ("spartan", "adapters", "lora", "full")
+
+
+def train_run(method: str, task: str, data_dir, out_dir, *extra, log=None) -> dict:
+    """Train ``method`` on ``task`` into ``out_dir``; returns metrics.json plus ``wall_seconds``,
+    ``weights_bytes`` and ``learning_rate``, or ``{"error": last stderr line}`` if the run failed."""
+    out_dir = Path(out_dir)
+    command = [sys.executable, "-m", "spartan_tf.train", "--task", task, "--method", method,
+               "--data-dir", str(data_dir), "--output-dir", str(out_dir), "--overwrite", *map(str, extra)]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.perf_counter() - start
+    if log is not None:
+        Path(log).write_text(f"$ {' '.join(command)}\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        return {"error": lines[-1] if lines else f"exit code {result.returncode}", "wall_seconds": round(wall, 1)}
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    config = json.loads((out_dir / "config.json").read_text())
+    return {**metrics, "wall_seconds": round(wall, 1), "weights_bytes": (out_dir / "weights.npz").stat().st_size,
+            "learning_rate": config["training"]["learning_rate"], "method_config": config["method"]}
+
+
+def machine() -> dict:
+    """What the figures were measured on (the load average matters: this host's cores are shared)."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_json(path, obj):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def print_table(headers, rows):
+    """A Markdown table (also readable in a terminal)."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line([str(h) for h in headers]))
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in rows:
+        print(line(row))

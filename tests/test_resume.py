@@ -1,0 +1,102 @@
+"""A training run killed (SIGKILL) or stopped (SIGINT) mid-epoch resumes and ends where an
+uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import GLUE_SAMPLES, REPO
+from spartan_tf import train
+from spartan_tf.errors import run_cli
+
+
+def command(model_dir, out_dir, *extra):
+    # Head dropout 0: everything else random (init, data order) is seeded, so runs are comparable exactly.
+    return [sys.executable, "-m", "spartan_tf.train", "--task", "qnli", "--model", str(model_dir),
+            "--data-dir", str(GLUE_SAMPLES), "--output-dir", str(out_dir), "--max-train-samples", "160",
+            "--max-eval-samples", "20", "--epochs", "2", "--batch-size", "2", "--head-dropout", "0",
+            "--num-parents", "4", "--children", "8", "--top-k", "2", "--checkpoint-every", "5", *extra]
+
+
+def start(argv, log_path):
+    log = open(log_path, "w")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def wait_for_checkpoint(process, out_dir, newer_than=0.0, timeout=300):
+    """Block until a resume checkpoint newer than ``newer_than`` exists (the run is mid-training)."""
+    marker = out_dir / "resume" / "checkpoint"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker.is_file() and marker.stat().st_mtime > newer_than:
+            return marker.stat().st_mtime
+        assert process.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.05)
+    raise AssertionError("no resume checkpoint appeared")
+
+
+def weights(out_dir):
+    with np.load(out_dir / "weights.npz") as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(tiny_model_dir, tmp_path, capsys):
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    reference = subprocess.run(command(tiny_model_dir, reference_dir), cwd=REPO, capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
+    assert not (reference_dir / "resume").exists()  # removed once the model is finished
+
+    # 1. SIGKILL mid-epoch: no model, but a resume checkpoint.
+    process, log = start(command(tiny_model_dir, resumed_dir), tmp_path / "killed.log")
+    wait_for_checkpoint(process, resumed_dir)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    log.close()
+    assert not (resumed_dir / "config.json").exists()
+    state = json.loads((resumed_dir / "resume" / "run.json").read_text())
+    assert state["seed"] == 42 and state["epochs"] == 2
+
+    # Neither a fresh start nor a resume with other settings may overwrite it.
+    code = run_cli(train.main, command(tiny_model_dir, resumed_dir)[3:])
+    assert code == 2 and "holds an interrupted run; pass --resume" in capsys.readouterr().err
+    code = run_cli(train.main, command(tiny_model_dir, resumed_dir, "--resume", "--learning-rate", "0.01")[3:])
+    assert code == 2 and "learning_rate: was 0.001, now 0.01" in capsys.readouterr().err
+
+    # 2. Resume, then SIGINT during training: the current step finishes, a checkpoint is written, exit 130.
+    seen = (resumed_dir / "resume" / "checkpoint").stat().st_mtime
+    process, log = start(command(tiny_model_dir, resumed_dir, "--resume"), tmp_path / "interrupted.log")
+    wait_for_checkpoint(process, resumed_dir, newer_than=seen)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    log.close()
+    output = (tmp_path / "interrupted.log").read_text()
+    assert "resuming at epoch" in output and "Traceback" not in output
+    assert "checkpoint written to" in output and "--resume to continue" in output
+    assert not (resumed_dir / "config.json").exists()
+
+    # 3. Resume to the end: the same model and metrics as the run never interrupted.
+    final = subprocess.run(command(tiny_model_dir, resumed_dir, "--resume"), cwd=REPO, capture_output=True,
+                           text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    expected, got = weights(reference_dir), weights(resumed_dir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
+    reference_metrics = json.loads((reference_dir / "metrics.json").read_text())
+    resumed_metrics = json.loads((resumed_dir / "metrics.json").read_text())
+    assert [e["epoch"] for e in resumed_metrics["epochs"]] == [1, 2]
+    assert resumed_metrics["final"] == pytest.approx(reference_metrics["final"], abs=1e-6)
+    assert not (resumed_dir / "resume").exists()
+
+
+def test_resume_needs_an_interrupted_run(tiny_model_dir, tmp_path, capsys):
+    code = run_cli(train.main, command(tiny_model_dir, tmp_path / "nothing", "--resume")[3:])
+    assert code == 2 and "holds no interrupted run to continue" in capsys.readouterr().err
