@@ -194,6 +194,10 @@ same_label = sum(h["label"] == p["label"] for h, p in zip(host, pi))
 diff = max(abs(a - b) for h, p in zip(host, pi) for a, b in zip(h["logits"], p["logits"]))
 print(f"rows: {len(host)}; same label: {same_label}/{len(host)}; max |logit difference|: {diff:.2e} "
       f"(tolerance {tolerance:g})")
+for h, p in zip(host, pi):
+    if h["label"] != p["label"]:
+        margin = abs(h["logits"][0] - h["logits"][1]) if len(h["logits"]) == 2 else float("nan")
+        print(f"  id {h['id']}: host {h['label']} (logit margin {margin:.3f}), emulated Pi {p['label']}")
 ok = same_label == len(host) and diff <= tolerance
 print("PASS: the emulated Raspberry Pi predicts what this host predicts" if ok else "FAIL")
 sys.exit(0 if ok else 1)

@@ -23,6 +23,9 @@ from spartan_tf.parity import MIN_FLOAT_AGREEMENT
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_OUTPUT_DIR = DEFAULT_MODELS_DIR / "tflite"
 REFERENCE_INPUTS = 3  # dev examples recorded in the manifest for the device's --benchmark
+# Methods whose per-layer module runs BETWEEN encoder layers (layer_i, then module i), which is what
+# the split bundle chains; adapters, LoRA and full fine-tuning change the layers themselves.
+SPLITTABLE_METHODS = ("spartan",)
 
 
 class ParityFailure(Exception):
@@ -67,6 +70,12 @@ def read_task_configs(model_dirs) -> dict:
     tasks = {}
     for model_dir in model_dirs:
         config = artifacts.read_config(model_dir)
+        method = config["method"].get("name") if isinstance(config["method"], dict) else None
+        if method not in SPLITTABLE_METHODS:
+            raise SpartanError(
+                f"--model-dir {model_dir}: method {method!r} changes the encoder layers themselves, so it cannot "
+                f"share a frozen backbone file; the bundle holds {', '.join(SPLITTABLE_METHODS)} tasks only"
+            )
         key = bundle.task_key(config, model_dir)
         if key in tasks:
             raise SpartanError(

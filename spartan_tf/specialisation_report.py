@@ -266,8 +266,8 @@ def untrained_section(report: dict) -> list[str]:
     lines = [
         f"## Against the untrained memories (initial weights, seed {report['untrained']['seed']})",
         "",
-        "The frozen backbone's hidden states already differ by topic, so even random parent keys can pick",
-        "parents that depend on the label; this is what training changed.",
+        "The frozen backbone's hidden states already differ between labels (e.g. topics), so even random",
+        "parent keys can pick label-dependent parents; the difference is what training changed.",
         "",
         "| layer | usage entropy trained / untrained | NMI argmax trained / untrained (shuffled) | "
         "NMI top-k trained / untrained (shuffled) |",

@@ -411,6 +411,18 @@ def test_missing_and_non_model_dirs(tmp_path):
     assert code == 2 and "no config.json (not a trained spartan-tf model)" in stderr
 
 
+def test_methods_inside_the_layers_are_refused(tmp_path, task_dirs):
+    import shutil
+
+    adapters = tmp_path / "adapters"
+    shutil.copytree(task_dirs["qnli"], adapters)
+    config = json.loads((adapters / "config.json").read_text())
+    config["method"] = {"name": "adapters", "bottleneck": 8}
+    (adapters / "config.json").write_text(json.dumps(config))
+    code, _, stderr = convert("--model-dir", adapters, "--output-dir", tmp_path / "b")
+    assert code == 2 and f"--model-dir {adapters}: method 'adapters' changes the encoder layers" in stderr
+
+
 def test_no_tasks_under_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = convert()

@@ -36,7 +36,7 @@ class SpartanMethod:
 
     @staticmethod
     def add_arguments(parser):
-        group = parser.add_argument_group("SPARTAN memory")
+        group = parser.add_argument_group("SPARTAN memory (--method spartan)")
         group.add_argument("--num-parents", type=int, default=16, help="parent cells E (default 16)")
         group.add_argument("--children", type=int, default=48, help="children in all, E * C (default 48)")
         group.add_argument("--top-k", type=int, default=8, help="parents each position reads (default 8)")
