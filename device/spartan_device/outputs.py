@@ -21,7 +21,7 @@ class JsonLinesOutput:
         self.path = None if path in (None, "-") else Path(path)
         self._tmp = None
         if self.path is None:
-            self._handle = sys.stdout
+            self._handle = sys.stdout.buffer  # bytes: UTF-8 whatever the locale says
             return
         if self.path.exists() and not force:
             raise DeviceError(f"--output {self.path}: already exists; pass --force to replace it")
@@ -34,10 +34,16 @@ class JsonLinesOutput:
             fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as err:
             raise DeviceError(f"--output {self.path}: cannot write there ({err.strerror})") from None
-        self._handle = os.fdopen(fd, "w", encoding="utf-8")
+        self._handle = os.fdopen(fd, "wb")
 
     def write(self, obj: dict):
-        self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        """One JSON line in UTF-8; a string UTF-8 cannot hold (a lone surrogate from a JSON id) is
+        written as its JSON escape instead."""
+        try:
+            data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            data = json.dumps(obj, ensure_ascii=True).encode("ascii")
+        self._handle.write(data + b"\n")
 
     def flush(self):
         self._handle.flush()
