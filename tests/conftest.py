@@ -9,20 +9,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples"
-GLUE_SAMPLES = SAMPLES / "glue"
+from repo_paths import GLUE_SAMPLES, REPO, SAMPLES  # noqa: F401,E402
 
 
 def save_tiny_bert(directory: Path, seed: int) -> Path:
     """A 2-layer, hidden-32 TFBertModel with the shipped backbone's real WordPiece tokenizer."""
-    import tensorflow as tf
+    import tf_keras
     from transformers import BertConfig, TFBertModel
 
     from spartan_tf.backbone import shipped_model_dir
-
-    tf.keras.utils.set_random_seed(seed) if hasattr(tf.keras.utils, "set_random_seed") else None
-    import tf_keras
 
     tf_keras.utils.set_random_seed(seed)
     config = BertConfig(

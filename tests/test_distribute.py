@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import GLUE_SAMPLES, REPO
+from repo_paths import GLUE_SAMPLES, REPO
 
 from spartan_tf.distribute import global_batch_size
 from spartan_tf.errors import SpartanError

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import GLUE_SAMPLES, REPO
+from repo_paths import GLUE_SAMPLES, REPO
 
 MAX_LENGTH = 64
 CHECK = "16"  # dev examples in each conversion's parity check

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import GLUE_SAMPLES
+from repo_paths import GLUE_SAMPLES
 from spartan_tf import evaluate, train
 from spartan_tf.backbone import DEFAULT_MODEL, Backbone, shipped_model_dir
 from spartan_tf.errors import run_cli

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from conftest import GLUE_SAMPLES
+from repo_paths import GLUE_SAMPLES
 from spartan_tf import artifacts, evaluate, train
 from spartan_tf.backbone import Backbone
 from spartan_tf.bert_layer import encoder_layer

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import GLUE_SAMPLES, REPO
+from repo_paths import GLUE_SAMPLES, REPO
 from spartan_tf import evaluate, train
 from spartan_tf.errors import run_cli
 

@@ -32,8 +32,8 @@ class BackboneInfo:
     entry: FileEntry
     fingerprint: str
     num_layers: int
-    hidden_size: int | None
-    max_length: int | None
+    hidden_size: int
+    max_length: int
     model: str
     weights: str
 
@@ -108,6 +108,8 @@ def read_bundle(directory: str | Path) -> Bundle:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise DeviceError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DeviceError(f"{path}: not a bundle manifest (JSON nested too deeply)") from None
     if not isinstance(manifest, dict):
         raise DeviceError(f"{path}: expected a JSON object")
     version = manifest.get("format_version")
@@ -126,8 +128,8 @@ def read_bundle(directory: str | Path) -> Bundle:
         entry=_file_entry(block, bwhere),
         fingerprint=_get(block, "fingerprint", str, bwhere),
         num_layers=_positive(_get(block, "num_layers", int, bwhere), "num_layers", bwhere),
-        hidden_size=block.get("hidden_size"),
-        max_length=block.get("max_length"),
+        hidden_size=_positive(_get(block, "hidden_size", int, bwhere), "hidden_size", bwhere),
+        max_length=_positive(_get(block, "max_length", int, bwhere), "max_length", bwhere),
         model=str(block.get("model", "?")),
         weights=str(block.get("weights", "?")),
     )

@@ -140,6 +140,10 @@ class Engine:
         self.layers = [_Signature(interpreter, f"layer_{i:02d}", ("hidden", "attention_mask"), path, "backbone")
                        for i in range(info.num_layers)]
         self._backbone_interpreter = interpreter  # keeps the runners' interpreter alive
+        found = sorted(key for key in interpreter.get_signature_list() if key.startswith("layer_"))
+        if len(found) != info.num_layers:
+            raise DeviceError(f"backbone {path}: has {len(found)} layer signatures, but the manifest's num_layers "
+                              f"is {info.num_layers}; the manifest does not describe this file")
         self._warm_up("backbone", path, lambda: self.backbone_hidden(_DUMMY))
 
     def task(self, name: str) -> LoadedTask:
@@ -172,6 +176,10 @@ class Engine:
             task = LoadedTask(info, [], None, classify, interpreter)
         else:
             path, interpreter = self._load(info.entry, what, info.weights)
+            found = sum(key.startswith("memory_") for key in interpreter.get_signature_list())
+            if found != self.bundle.backbone.num_layers:
+                raise DeviceError(f"{what} {path}: has {found} memory signatures for a backbone of "
+                                  f"{self.bundle.backbone.num_layers} layers (num_layers)")
             memories = [_Signature(interpreter, f"memory_{i:02d}", ("hidden",), path, what)
                         for i in range(self.bundle.backbone.num_layers)]
             head = _Signature(interpreter, "head", ("hidden",), path, what)

@@ -86,6 +86,9 @@ def _jsonl(items, default_task) -> Iterator[Record | BadLine]:
         except ValueError as err:
             yield BadLine(line, f"not valid JSON ({getattr(err, 'msg', err)} at column {getattr(err, 'colno', '?')})")
             continue
+        except RecursionError:
+            yield BadLine(line, "not valid JSON here (nested too deeply)")
+            continue
         if not isinstance(obj, dict):
             yield BadLine(line, 'expected a JSON object like {"text": "..."}')
             continue

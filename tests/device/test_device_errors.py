@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES, json_lines, rewrite_manifest, run_client
+from client_support import SAMPLES, json_lines, rewrite_manifest, run_client
 
 GOOD_PAIR = {"text": "Who wrote Hamlet?", "text_pair": "Hamlet was written by Shakespeare."}
 

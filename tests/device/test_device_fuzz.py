@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import CLIENT, REPO, json_lines
+from client_support import CLIENT, REPO, json_lines
 
 LABELS = {"qnli": ("entailment", "not_entailment"), "sst2": ("negative", "positive")}
 PAIR_TASKS = {"qnli": True, "sst2": False}
@@ -337,7 +337,7 @@ def test_two_thousand_lines_from_stdin(float_bundle):
 
 def test_extremes_in_one_file(float_bundle, tmp_path):
     """A 300 KB line, a line of NULs, every C0 control, zero-width and combining characters,
-    deep JSON in an extra field, and an empty file."""
+    deep JSON in an extra field, JSON nested too deeply to parse, and empty files."""
     cases = [
         {"text": "word " * 60_000, "task": "sst2", "id": "huge"},
         {"text": "\x00" * 100, "task": "sst2", "id": "nul"},
@@ -354,6 +354,12 @@ def test_extremes_in_one_file(float_bundle, tmp_path):
     _write(path, raws, True, False)
     rc, rows, stderr = run(float_bundle, path)
     check_outcomes(raws, expected, rc, rows, stderr, str(path))
+
+    nested = tmp_path / "nested.jsonl"  # json.loads raises RecursionError, not ValueError
+    nested.write_bytes(raws[1] + b"\n" + b'{"text": "x", "task": "sst2", "n": ' + b"[" * 100_000 + b"]" * 100_000
+                       + b"}\n" + raws[2] + b"\n")
+    check_outcomes([raws[1], b"", raws[2]], [expected[1], ("bad", "not valid JSON"), expected[2]],
+                   *run(float_bundle, nested), str(nested))
 
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CLIENT, REPO, SAMPLES, TASK_LENGTHS, json_lines, run_client
+from client_support import CLIENT, REPO, SAMPLES, TASK_LENGTHS, json_lines, run_client
 
 LONG = " ".join(f"word{i} and the sentence goes on" for i in range(40))  # far beyond 128 tokens
 ITEMS = {

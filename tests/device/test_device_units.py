@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLES
+from client_support import REPO, SAMPLES
 
 sys.path.insert(0, str(REPO / "device"))
 
