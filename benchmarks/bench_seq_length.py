@@ -17,7 +17,6 @@ move them slightly). Wall time and CPU time per text are reported; on a shared m
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
+from spartan_tf.artifacts import atomic_write_json  # noqa: E402
 
 
 def build_parser():
@@ -146,10 +146,8 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
         "results": results,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    atomic_write_json(args.output, report)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Prints a table and writes JSON (default benchmarks/results/task_weights.json).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
+from spartan_tf.artifacts import atomic_write_json  # noqa: E402
 
 VARIANTS = {  # name: (weights mode, per-channel int8 scales)
     "float32": ("float32", True),
@@ -78,10 +78,8 @@ def main(argv=None):
         "examples": len(examples), "backbone_bytes": backbone_bytes, "runtime": parity.runtime_name(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows,
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    atomic_write_json(args.output, report)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from spartan_tf.artifacts import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 GRAPHS = {"split": "split bundle (backbone + task file)", "fused": "fused model (one graph)",
           "backbone": "backbone alone (no memories, no head)"}
@@ -88,15 +90,13 @@ def main(argv=None):
         print(f"| {label} | {f['texts_per_s']:.1f} | {f['texts_per_s'] / split_rate:.2f}x | {lat['p50']:.2f} | "
               f"{lat['p90']:.2f} | {lat['p99']:.2f} | {f['peak_rss_mb']:.0f} | {every} |")
     if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
+        atomic_write_json(args.json_out, {
             "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
                         "load_average_before": load_before, "load_average_after": load_after},
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "commands": {graph: " ".join(command) for graph, command in commands.items()},
             "median": chosen, "runs": runs,
-        }, indent=2) + "\n")
+        })
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spartan_tf.artifacts import atomic_write_json
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -114,7 +116,7 @@ def main(argv=None):
     print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(args.json_out, report)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from spartan_tf.artifacts import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 METHOD_NAMES = ("spartan", "adapters", "lora", "full")
 
@@ -48,9 +50,7 @@ def machine() -> dict:
 
 
 def write_json(path, obj):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    atomic_write_json(path, obj)
 
 
 def print_table(headers, rows):

@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from spartan_tf.artifacts import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "device" / "infer.py"
 SAMPLE_FILES = {"qnli": ("QNLI/dev.tsv", "question", "sentence"), "sst2": ("SST-2/dev.tsv", "sentence", None)}
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.output, report)
     stderr_path.unlink(missing_ok=True) if not problems else None
 
     print(f"soak: {answered}/{args.lines} lines, tasks {', '.join(tasks)}, bundle {bundle}, "

@@ -139,7 +139,8 @@ def read_task_file(task: TaskSpec, path: str | Path) -> list[Example]:
 
 
 def read_custom_file(path: str | Path, label_names: Sequence[str] | None = None,
-                     problem_type: str = CLASSIFICATION) -> tuple[list[Example], tuple[str, ...]]:
+                     problem_type: str = CLASSIFICATION,
+                     label_column: str = "label") -> tuple[list[Example], tuple[str, ...]]:
     """Examples of a user's ``.tsv`` / ``.csv`` / ``.jsonl`` with fields text, optional text_pair, label.
 
     Classification: ``label_names=None`` takes the sorted unique label strings of the file as the
@@ -147,14 +148,15 @@ def read_custom_file(path: str | Path, label_names: Sequence[str] | None = None,
     Regression: labels are float scores and the returned names are ``()``.
     Texts must be non-empty; so must text_pair wherever that column/field is present.
     ``.tsv`` is read verbatim (no quoting, like GLUE); ``.csv`` follows the usual CSV quoting rules.
+    ``label_column`` names the label column or field (default ``label``).
     Returns (examples, label_names).
     """
     path = _existing_file(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        records = _read_jsonl(path)
+        records = _read_jsonl(path, label_column)
     elif suffix in (".tsv", ".csv"):
-        records = _read_table_records(path, suffix)
+        records = _read_table_records(path, suffix, label_column)
     else:
         raise SpartanError(f"{path}: unsupported file type {suffix or '(none)'!r}; expected .tsv, .csv or .jsonl")
     records = list(records)
@@ -163,7 +165,7 @@ def read_custom_file(path: str | Path, label_names: Sequence[str] | None = None,
 
     regression = problem_type == REGRESSION
     if problem_type == CLASSIFICATION and label_names is None:
-        label_names = tuple(sorted({_label_string(rec["label"], f"{path}, line {line}") for line, rec in records}))
+        label_names = tuple(sorted({_label_string(rec[label_column], f"{path}, line {line}") for line, rec in records}))
         if len(label_names) < 2:
             raise SpartanError(f"{path}: found {len(label_names)} distinct label(s) {list(label_names)}; "
                                "classification needs at least 2")
@@ -172,7 +174,7 @@ def read_custom_file(path: str | Path, label_names: Sequence[str] | None = None,
     for line, rec in records:
         where = f"{path}, line {line}"
         pair = rec.get("text_pair")
-        label = rec["label"] if regression else _label_string(rec["label"], where)
+        label = rec[label_column] if regression else _label_string(rec[label_column], where)
         examples.append(Example(
             text=_text(rec["text"], where, "text"),
             text_pair=None if pair is None else _text(pair, where, "text_pair"),
@@ -181,14 +183,14 @@ def read_custom_file(path: str | Path, label_names: Sequence[str] | None = None,
     return examples, task.label_names
 
 
-def _read_table_records(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
+def _read_table_records(path: Path, suffix: str, label_column: str) -> Iterator[tuple[int, dict]]:
     """(line, {column: value}) for each row of a .tsv (no quoting) or .csv (standard quoting)."""
     if suffix == ".tsv":
         rows = _read_delimited(path, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
         rows = _read_delimited(path, delimiter=",", quoting=csv.QUOTE_MINIMAL)
     header, rows = _read_header(path, rows)
-    _locate_columns(path, header, "text", None, "label")  # fails early naming a missing column
+    _locate_columns(path, header, "text", None, label_column)  # fails early naming a missing column
     for line, row in rows:
         if len(row) != len(header):
             raise SpartanError(f"{path}, line {line}: has {len(row)} columns, expected {len(header)} "
@@ -196,8 +198,8 @@ def _read_table_records(path: Path, suffix: str) -> Iterator[tuple[int, dict]]:
         yield line, dict(zip(header, row))
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line, object) for each non-blank line of a JSON-lines file; text and label are required."""
+def _read_jsonl(path: Path, label_column: str) -> Iterator[tuple[int, dict]]:
+    """(line, object) for each non-blank line of a JSON-lines file; text and the label are required."""
     with _open_text(path) as f:
         for line, raw in enumerate(_decoded_lines(path, f), start=1):
             if not raw.strip():
@@ -208,7 +210,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 raise SpartanError(f"{path}, line {line}: invalid JSON ({err.msg})") from None
             if not isinstance(record, dict):
                 raise SpartanError(f"{path}, line {line}: expected a JSON object with text and label")
-            for key in ("text", "label"):
+            for key in ("text", label_column):
                 if key not in record:
                     raise SpartanError(f"{path}, line {line}: missing field {key!r}; "
                                        f"found fields: {', '.join(record) or '(none)'}")

@@ -20,12 +20,7 @@ T [N, E] (fraction of the input's tokens that chose each parent; each row sums t
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +61,7 @@ def read_labelled_file(path, task, label_column: str = "label"):
     if suffix in (".tsv", ".csv") and label_column not in header:
         raise SpartanError(f"{path}: missing label column {label_column!r} (--label-column); "
                            f"found columns: {', '.join(header)}")
-    if label_column == "label":
-        return data.read_custom_file(path, task.label_names, task.problem_type)[0]
-    with _relabelled_copy(path, suffix, label_column) as copy:
-        try:
-            return data.read_custom_file(copy, task.label_names, task.problem_type)[0]
-        except SpartanError as err:  # name the user's file, not the temporary copy
-            raise SpartanError(str(err).replace(str(copy), str(path))) from None
+    return data.read_custom_file(path, task.label_names, task.problem_type, label_column)[0]
 
 
 def _header(path: Path, suffix: str) -> list[str]:
@@ -89,48 +78,6 @@ def _header(path: Path, suffix: str) -> list[str]:
         except UnicodeDecodeError:
             raise SpartanError(f"{path}: is not UTF-8 text") from None
     return []
-
-
-@contextlib.contextmanager
-def _relabelled_copy(path: Path, suffix: str, label_column: str):
-    """A temporary copy of ``path`` whose ``label_column`` is called ``label`` (line numbers kept)."""
-    text = path.read_text(encoding="utf-8-sig")
-    lines = text.splitlines(keepends=True)
-    if suffix == ".jsonl":
-        out = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                record = None  # left as is: the reader reports it with its line number
-            if isinstance(record, dict):
-                if label_column not in record:
-                    raise SpartanError(f"{path}, line {number}: missing label field {label_column!r} "
-                                       f"(--label-column); found fields: {', '.join(record) or '(none)'}")
-                renamed = {("label (unused)" if key == "label" else key): value
-                           for key, value in record.items() if key != label_column}
-                line = json.dumps({**renamed, "label": record[label_column]}, ensure_ascii=False) + "\n"
-            out.append(line)
-    else:
-        first = next(i for i, line in enumerate(lines) if line.strip())
-        delimiter = "\t" if suffix == ".tsv" else ","
-        names = _header(path, suffix)
-        renamed = ["label" if name == label_column else ("label (unused)" if name == "label" else name)
-                   for name in names]
-        if suffix == ".csv":
-            buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerow(renamed)
-            header_line = buffer.getvalue()
-        else:
-            header_line = delimiter.join(renamed) + "\n"
-        out = lines[:first] + [header_line] + lines[first + 1:]
-    fd, name = tempfile.mkstemp(suffix=suffix, prefix="spartan-analyze-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write("".join(out))
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- recording (TensorFlow)

@@ -7,7 +7,6 @@
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from spartan_tf import artifacts, data, tasks

@@ -9,7 +9,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-from repo_paths import GLUE_SAMPLES, REPO, SAMPLES  # noqa: F401,E402
 
 
 def save_tiny_bert(directory: Path, seed: int) -> Path:

@@ -248,7 +248,7 @@ def test_read_labelled_file_errors_name_the_users_file(tmp_path):
     assert str(err.value).startswith(f"{path}, line 3: unknown label 'cooking'")
     jsonl = tmp_path / "b.jsonl"
     jsonl.write_text('{"text": "x", "topic": "tech"}\n{"text": "y"}\n')
-    with pytest.raises(SpartanError, match=r"b\.jsonl, line 2: missing label field 'topic'"):
+    with pytest.raises(SpartanError, match=r"b\.jsonl, line 2: missing field 'topic'; found fields: text$"):
         read_labelled_file(jsonl, task, "topic")
     with pytest.raises(SpartanError, match="no such file"):
         read_labelled_file(tmp_path / "nope.tsv", task)

@@ -5,12 +5,10 @@ A module of its own (not conftest.py) so that its name cannot clash with tests/c
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = REPO / "device" / "infer.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client_support import REPO, SAMPLES, TASK_LENGTHS, _convert, _run  # noqa: F401
+from client_support import SAMPLES, TASK_LENGTHS, _convert, _run
 
 
 @pytest.fixture(scope="session")

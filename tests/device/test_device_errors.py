@@ -5,9 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
-from client_support import SAMPLES, json_lines, rewrite_manifest, run_client
+from client_support import json_lines, rewrite_manifest, run_client
 
 GOOD_PAIR = {"text": "Who wrote Hamlet?", "text_pair": "Hamlet was written by Shakespeare."}
 

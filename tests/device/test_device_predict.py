@@ -2,7 +2,6 @@
 its numbers against the Keras model, its input and output formats, several tasks in one process."""
 
 import json
-import os
 import subprocess
 import sys
 import threading
