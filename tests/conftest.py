@@ -47,3 +47,27 @@ def tiny_backbone(tiny_model_dir):
     from spartan_tf.backbone import Backbone
 
     return Backbone.load(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def save_tiny_qnli(tiny_backbone, tiny_model_dir):
+    """save(out_dir, metrics) -> model: a SPARTAN QNLI model (E=4, top-2, seed 3) over the tiny BERT,
+    written to ``out_dir`` as a finished task directory (as training writes it)."""
+    from spartan_tf import artifacts
+    from spartan_tf.methods.spartan import SpartanMethod
+    from spartan_tf.model import build_task_model
+
+    def save(out_dir, metrics):
+        method = SpartanMethod(num_parents=4, top_k=2)
+        model = build_task_model(tiny_backbone, method, 2, 0.1, seed=3)
+        config = {
+            "task": {"name": "qnli", "problem_type": "classification",
+                     "label_names": ["entailment", "not_entailment"], "metric_names": ["accuracy"],
+                     "data": {"kind": "glue_dir", "data_dir": "samples/glue"}},
+            "backbone": {**tiny_backbone.describe(), "model": str(tiny_model_dir)},
+            "method": method.to_dict(), "head": {"dropout": 0.1}, "max_seq_length": 32,
+        }
+        artifacts.save_task(out_dir, model, config, metrics)
+        return model
+
+    return save

@@ -105,16 +105,8 @@ def test_head_get_config_round_trip(tiny_backbone):
     assert tf_keras.utils.get_registered_name(ClassificationHead) == "spartan_tf>ClassificationHead"
 
 
-def test_saved_task_reloads_to_identical_logits(tiny_backbone, tiny_model_dir, tmp_path):
-    method = SpartanMethod(num_parents=4, top_k=2)
-    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=3)
-    config = {
-        "task": {"name": "qnli", "problem_type": "classification", "label_names": ["entailment", "not_entailment"],
-                 "metric_names": ["accuracy"], "data": {"kind": "glue_dir", "data_dir": "samples/glue"}},
-        "backbone": {**tiny_backbone.describe(), "model": str(tiny_model_dir)},
-        "method": method.to_dict(), "head": {"dropout": 0.1}, "max_seq_length": 32,
-    }
-    artifacts.save_task(tmp_path, model, config, {"final": {"accuracy": 0.5}})
+def test_saved_task_reloads_to_identical_logits(tiny_backbone, save_tiny_qnli, tmp_path):
+    model = save_tiny_qnli(tmp_path, {"final": {"accuracy": 0.5}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "metrics.json", "weights.npz"]
     reloaded, saved_config, _, task = artifacts.load_trained(tmp_path)
     assert task.name == "qnli" and saved_config["format_version"] == artifacts.FORMAT_VERSION

@@ -32,18 +32,10 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
 
 # ----------------------------------------------------------------------------- corrupt model directories
 @pytest.fixture(scope="module")
-def saved_model(tiny_backbone, tiny_model_dir, tmp_path_factory):
+def saved_model(save_tiny_qnli, tmp_path_factory):
     """A finished tiny QNLI model directory."""
     out_dir = tmp_path_factory.mktemp("model")
-    method = SpartanMethod(num_parents=4, top_k=2)
-    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=3)
-    config = {
-        "task": {"name": "qnli", "problem_type": "classification", "label_names": ["entailment", "not_entailment"],
-                 "metric_names": ["accuracy"], "data": {"kind": "glue_dir", "data_dir": "samples/glue"}},
-        "backbone": {**tiny_backbone.describe(), "model": str(tiny_model_dir)},
-        "method": method.to_dict(), "head": {"dropout": 0.1}, "max_seq_length": 32,
-    }
-    artifacts.save_task(out_dir, model, config, {"final": {}})
+    save_tiny_qnli(out_dir, {"final": {}})
     return out_dir
 
 
