@@ -36,6 +36,8 @@ def build_parser():
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--quick", action="store_true", help="48 examples, 1 epoch, 32 dev examples")
+    parser.add_argument("--models-dir", help="keep the trained models here, one folder per method (default: a "
+                                             "temporary folder; benchmarks/bench_device.py converts kept ones)")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/training[_quick].json)")
     return parser
 
@@ -67,13 +69,14 @@ def main(argv=None):
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-training-") as scratch:
+        models = Path(args.models_dir or scratch)
         for method in args.methods:
             print(f"training {method} ({args.samples} examples, {args.epochs} epochs) ...", file=sys.stderr, flush=True)
-            run = train_run(method, args.task, args.data_dir, Path(scratch) / method,
+            run = train_run(method, args.task, args.data_dir, models / method,
                             "--max-train-samples", args.samples, "--epochs", args.epochs,
                             "--max-eval-samples", args.eval_samples, "--batch-size", args.batch_size,
                             "--max-seq-length", args.max_seq_length, "--seed", args.seed,
-                            log=Path(scratch) / f"{method}.log")
+                            log=models / f"{method}.log")
             rows.append(summarise(method, run, args.samples))
             if "error" in run:
                 print(f"  {method} failed: {run['error']}", file=sys.stderr)

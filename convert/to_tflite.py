@@ -3,6 +3,9 @@
     python convert/to_tflite.py                          every task under models/ -> models/tflite/
     python convert/to_tflite.py --model-dir models/qnli --model-dir models/sst2 --output-dir bundle/
 
+SPARTAN tasks are split (a small file on the shared backbone); adapters, LoRA and full fine-tuning
+change the encoder layers, so each of their tasks is one whole model (docs/bundle-format.md).
+
 The bundle format is docs/bundle-format.md. Bad input exits with code 2 and one ``error: ...``
 line; a float32 bundle that disagrees with Keras in the parity check exits with code 1.
 """
@@ -43,7 +46,10 @@ def build_parser():
         help="write what an older runtime can run: tflite-runtime-2.14 gets float16 weights "
              "(it cannot read the int8 ops TF 2.21 writes)",
     )
-    parser.add_argument("--fused", action="store_true", help="also write <task>.fused.tflite (one graph, signature classify)")
+    parser.add_argument("--fused", action="store_true",
+                        help="also write <task>.fused.tflite for SPARTAN tasks (one graph, signature classify)")
+    parser.add_argument("--lora-unmerged", action="store_true",
+                        help="keep LoRA's low-rank updates as ops in the graph (default: merged into the kernels)")
     parser.add_argument("--check-samples", type=check_samples, default=200,
                         help="dev examples for the parity check (default 200; 'all'; 0 skips it)")
     return parser
@@ -56,6 +62,7 @@ def main(argv=None):
     weights = "float32" if args.float else COMPAT_WEIGHTS[args.compat] if args.compat else "int8"
     model_dirs = args.model_dir or discover_model_dirs(DEFAULT_MODELS_DIR, args.output_dir)
     options = Options(output_dir=Path(args.output_dir), weights=weights, fused=args.fused,
+                      lora_merged=not args.lora_unmerged,
                       check_samples=args.check_samples)
     convert_bundle(model_dirs, options)
 

@@ -3,9 +3,10 @@
 The format is specified in docs/bundle-format.md (the contract with device/infer.py):
 
     <output dir>/manifest.json     what is in the bundle, with the sha256 of every file
-                 backbone.tflite   shared by every task
+                 backbone.tflite   shared by every split task (absent if there is none)
                  tokenizer.json    the backbone's tokenizer
-                 <task>.tflite     one per task (+ <task>.fused.tflite with --fused)
+                 <task>.tflite     one per task: split (memories + head; + <task>.fused.tflite
+                                   with --fused) or whole (the model in one graph)
 
 Every file is written atomically (temporary file + rename) and the manifest last, so a reader
 never sees a half-written file; a file replaced by an interrupted run fails its sha256 check.
@@ -20,7 +21,8 @@ from spartan_tf import __version__
 from spartan_tf.artifacts import atomic_write_bytes, atomic_write_json
 from spartan_tf.errors import SpartanError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: split tasks only; 2 adds whole tasks (docs/bundle-format.md, version history)
+SPLIT, WHOLE = "split", "whole"  # a task's deployment
 MANIFEST_FILE = "manifest.json"
 BACKBONE_FILE = "backbone.tflite"
 TOKENIZER_FILE = "tokenizer.json"
@@ -92,10 +94,11 @@ def write_file(output_dir, name: str, data: bytes) -> dict:
     return {"file": name, "sha256": sha256_hex(data), "bytes": len(data)}
 
 
-def backbone_entry(file_entry: dict, backbone, max_length: int, weights: str) -> dict:
-    """The manifest's ``backbone`` block (file_entry from write_file, or the kept one)."""
+def backbone_entry(file_entry: dict | None, backbone, max_length: int, weights: str) -> dict:
+    """The manifest's ``backbone`` block (file_entry from write_file, the kept one, or None when no
+    split task needs the backbone file)."""
     return {
-        **file_entry,
+        **(file_entry or {}),
         "fingerprint": backbone.fingerprint(),
         "model": backbone.name,
         "hidden_size": backbone.hidden_size,
@@ -105,10 +108,13 @@ def backbone_entry(file_entry: dict, backbone, max_length: int, weights: str) ->
     }
 
 
-def task_entry(file_entry: dict, config: dict, weights: str, keras_dev_metrics, reference_inputs, fused=None) -> dict:
-    """One task's manifest block; ``size_ratio_to_backbone`` is filled in by ``write_manifest``."""
+def task_entry(file_entry: dict, config: dict, deployment: str, weights: str, keras_dev_metrics, reference_inputs,
+               fused=None, lora_merged: bool | None = None) -> dict:
+    """One task's manifest block (``deployment``: SPLIT or WHOLE); a split task's
+    ``size_ratio_to_backbone`` is filled in by ``write_manifest``."""
     method = dict(config["method"])
     entry = {
+        "deployment": deployment,
         **file_entry,
         "backbone_fingerprint": config["backbone"]["fingerprint"],
         "label_names": list(config["task"].get("label_names") or []),
@@ -117,18 +123,22 @@ def task_entry(file_entry: dict, config: dict, weights: str, keras_dev_metrics, 
         "method": method,
         "weights": weights,
         "keras_dev_metrics": keras_dev_metrics,
-        "size_ratio_to_backbone": None,
         "reference_inputs": reference_inputs,
     }
+    if deployment == SPLIT:
+        entry["size_ratio_to_backbone"] = None
     if fused is not None:
         entry["fused"] = fused
+    if lora_merged is not None:
+        entry["lora_merged"] = lora_merged
     return entry
 
 
 def write_manifest(output_dir, backbone_block: dict, tokenizer_entry: dict, tasks: dict) -> dict:
-    """Write manifest.json (last, atomically) with each task's size ratio to the backbone."""
+    """Write manifest.json (last, atomically) with each split task's size ratio to the backbone."""
     for entry in tasks.values():
-        entry["size_ratio_to_backbone"] = round(entry["bytes"] / backbone_block["bytes"], 5)
+        if entry["deployment"] == SPLIT:
+            entry["size_ratio_to_backbone"] = round(entry["bytes"] / backbone_block["bytes"], 5)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_by": f"spartan-tf {__version__}",

@@ -3,8 +3,8 @@
     1. read every task config; all must share one backbone fingerprint (and agree with the bundle
        already in the output directory, if any);
     2. load the backbone once and rebuild each task's Keras model on it;
-    3. convert into a scratch directory: the backbone (unless the bundle's is unchanged), each task
-       file, optionally each fused file, and float32 twins for the parity check;
+    3. convert into a scratch directory: the backbone (if a split task needs it, unless the bundle's
+       is unchanged), each task file, optionally each fused file, and float32 twins for the parity check;
     4. parity: the Keras model against the bundle chained as on the device, on dev examples;
        a float32 bundle that disagrees with Keras is a bug and stops the run before anything is written;
     5. write the files atomically into the output directory, the manifest last.
@@ -24,8 +24,14 @@ DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_OUTPUT_DIR = DEFAULT_MODELS_DIR / "tflite"
 REFERENCE_INPUTS = 3  # dev examples recorded in the manifest for the device's --benchmark
 # Methods whose per-layer module runs BETWEEN encoder layers (layer_i, then module i), which is what
-# the split bundle chains; adapters, LoRA and full fine-tuning change the layers themselves.
+# the split bundle chains; adapters, LoRA and full fine-tuning change the layers themselves, so their
+# tasks are deployed whole (docs/bundle-format.md, "Deployments").
 SPLITTABLE_METHODS = ("spartan",)
+
+
+def deployment(config: dict) -> str:
+    """"split" (the task file runs on the shared backbone file) or "whole" (the task file is the model)."""
+    return bundle.SPLIT if config["method"]["name"] in SPLITTABLE_METHODS else bundle.WHOLE
 
 
 class ParityFailure(Exception):
@@ -35,11 +41,14 @@ class ParityFailure(Exception):
 @dataclass(frozen=True)
 class Options:
     """How to convert. weights: "int8" | "float16" | "float32" (see spartan_tf.export).
+    fused: also write a one-graph file for each split task. lora_merged: LoRA tasks go merged
+    (a plain BERT graph) or unmerged (the low-rank matmuls stay in the graph).
     check_samples: dev examples for the parity check; None = the whole dev set, 0 = skip it."""
 
     output_dir: Path = DEFAULT_OUTPUT_DIR
     weights: str = "int8"
     fused: bool = False
+    lora_merged: bool = True
     check_samples: int | None = 200
 
 
@@ -70,12 +79,6 @@ def read_task_configs(model_dirs) -> dict:
     tasks = {}
     for model_dir in model_dirs:
         config = artifacts.read_config(model_dir)
-        method = config["method"].get("name") if isinstance(config["method"], dict) else None
-        if method not in SPLITTABLE_METHODS:
-            raise SpartanError(
-                f"--model-dir {model_dir}: method {method!r} changes the encoder layers themselves, so it cannot "
-                f"share a frozen backbone file; the bundle holds {', '.join(SPLITTABLE_METHODS)} tasks only"
-            )
         key = bundle.task_key(config, model_dir)
         if key in tasks:
             raise SpartanError(
@@ -134,20 +137,28 @@ def convert_bundle(model_dirs, options: Options) -> dict:
 
     backbone = Backbone.load(next(iter(tasks.values()))[1]["backbone"]["model"])
     models = {key: artifacts.load_trained(model_dir, backbone=backbone)[0] for key, (model_dir, _) in tasks.items()}
-    kept_tasks = {key: entry for key, entry in (existing or {}).get("tasks", {}).items() if key not in tasks}
-    max_length = max([config["max_seq_length"] for _, config in tasks.values()]
-                     + [entry["max_length"] for entry in kept_tasks.values()])
+    deployments = {key: deployment(config) for key, (_, config) in tasks.items()}
+    kept_tasks = {key: {"deployment": bundle.SPLIT, **entry}  # a version 1 entry is a split task
+                  for key, entry in (existing or {}).get("tasks", {}).items() if key not in tasks}
+    # The backbone file serves split tasks only; its position table covers their longest max length.
+    split_lengths = ([config["max_seq_length"] for key, (_, config) in tasks.items() if deployments[key] == bundle.SPLIT]
+                     + [entry["max_length"] for entry in kept_tasks.values() if entry["deployment"] == bundle.SPLIT])
+    needs_backbone = bool(split_lengths)
+    max_length = max(split_lengths or [config["max_seq_length"] for _, config in tasks.values()])
     old_backbone = existing["backbone"] if existing else None
     keep_backbone = (
-        old_backbone is not None and old_backbone["fingerprint"] == backbone.fingerprint()
+        needs_backbone and old_backbone is not None and "file" in old_backbone
+        and old_backbone["fingerprint"] == backbone.fingerprint()
         and old_backbone["weights"] == options.weights and old_backbone["max_length"] == max_length
         and bundle.file_matches(output_dir, old_backbone)
     )
     with tempfile.TemporaryDirectory(prefix="spartan-bundle-") as scratch:
-        paths = convert_files(Path(scratch), backbone, models, max_length, options, keep_backbone)
+        paths = convert_files(Path(scratch), backbone, models, tasks, deployments, max_length, options,
+                              needs_backbone, keep_backbone)
         if options.check_samples != 0:
             for key, model in models.items():
-                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], paths, options.weights)
+                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], paths, options.weights,
+                                    deployments[key])
                 if rows[0].agreement < MIN_FLOAT_AGREEMENT:
                     raise ParityFailure(
                         f"task {key!r}: the float32 bundle agrees with Keras on only {100 * rows[0].agreement:.2f}% "
@@ -158,59 +169,83 @@ def convert_bundle(model_dirs, options: Options) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
         if keep_backbone:
             backbone_file = {field: old_backbone[field] for field in ("file", "sha256", "bytes")}
-        else:
+        elif needs_backbone:
             backbone_file = bundle.write_file(output_dir, bundle.BACKBONE_FILE, paths["backbone"].read_bytes())
+        else:
+            backbone_file = None  # whole tasks only: no backbone file
         tokenizer = backbone.tokenizer(max_length).to_str().encode()
         tokenizer_file = bundle.write_file(output_dir, bundle.TOKENIZER_FILE, tokenizer)
         entries = dict(kept_tasks)
         for key, (model_dir, config) in tasks.items():
             task_file = bundle.write_file(output_dir, bundle.task_file(key), paths[key, "task"].read_bytes())
             fused = None
-            if options.fused:
+            if (key, "fused") in paths:
                 fused = bundle.write_file(output_dir, bundle.fused_file(key), paths[key, "fused"].read_bytes())
-            entries[key] = bundle.task_entry(task_file, config, options.weights, read_dev_metrics(model_dir),
-                                             reference_inputs(dev_examples[key]), fused)
+            lora_merged = options.lora_merged if config["method"]["name"] == "lora" else None
+            entries[key] = bundle.task_entry(task_file, config, deployments[key], options.weights,
+                                             read_dev_metrics(model_dir), reference_inputs(dev_examples[key]),
+                                             fused, lora_merged)
         backbone_block = bundle.backbone_entry(backbone_file, backbone, max_length, options.weights)
         manifest = bundle.write_manifest(output_dir, backbone_block, tokenizer_file, entries)
-    remove_stale_fused(output_dir, existing, manifest)
+    remove_stale_files(output_dir, existing, manifest)
     log(size_table(output_dir, manifest))
     return manifest
 
 
-def remove_stale_fused(output_dir: Path, existing: dict | None, manifest: dict):
-    """A task re-converted without --fused: its old fused file (old weights) leaves the bundle."""
+def remove_stale_files(output_dir: Path, existing: dict | None, manifest: dict):
+    """Files the new manifest no longer lists leave the bundle: a task's old fused file (re-converted
+    without --fused, or now deployed whole) and the backbone once no split task needs it."""
     for key, old_entry in (existing or {}).get("tasks", {}).items():
         stale = old_entry.get("fused", {}).get("file")
-        if stale and manifest["tasks"].get(key, {}).get("fused", {}).get("file") != stale:
+        new_entry = manifest["tasks"].get(key, {})
+        if stale and new_entry.get("fused", {}).get("file") != stale:
             (output_dir / stale).unlink(missing_ok=True)
-            log(f"removed {stale}: built from the replaced {key} weights (pass --fused to rebuild it)")
+            why = ("(pass --fused to rebuild it)" if new_entry.get("deployment") == bundle.SPLIT
+                   else f"({key} is now deployed whole)")
+            log(f"removed {stale}: built from the replaced {key} weights {why}")
+    old_backbone = (existing or {}).get("backbone", {}).get("file")
+    if old_backbone and "file" not in manifest["backbone"]:
+        (output_dir / old_backbone).unlink(missing_ok=True)
+        log(f"removed {old_backbone}: no split task in the bundle needs it any more")
 
 
-def convert_files(scratch: Path, backbone, models: dict, max_length: int, options: Options, keep_backbone: bool) -> dict:
+def convert_files(scratch: Path, backbone, models: dict, tasks: dict, deployments: dict, max_length: int,
+                  options: Options, needs_backbone: bool, keep_backbone: bool) -> dict:
     """Convert everything into ``scratch``; returns the paths: "backbone" (the kept one in the output
-    directory if unchanged), (key, "task"), (key, "fused") with --fused, and with a parity check of a
-    quantized bundle their float32 twins "float_backbone" and (key, "float_task")."""
+    directory if unchanged; absent if no split task needs it), (key, "task"), (key, "fused") for split
+    tasks with --fused, and with a parity check of a quantized bundle the float32 twins
+    "float_backbone" and (key, "float_task"). A whole task is converted at its own max length."""
     from spartan_tf import export
 
     output_dir, weights = Path(options.output_dir), options.weights
+    float_twins = options.check_samples != 0 and weights != "float32"
     paths = {}
     if keep_backbone:
         log(f"{bundle.BACKBONE_FILE}: unchanged (same fingerprint, {weights} weights, max length {max_length}): kept")
         paths["backbone"] = output_dir / bundle.BACKBONE_FILE
-    else:
+    elif needs_backbone:
         paths["backbone"] = convert_to(scratch / bundle.BACKBONE_FILE,
                                        export.backbone_signatures(backbone, max_length), weights)
-    float_twins = options.check_samples != 0 and weights != "float32"
-    if float_twins:
+    if float_twins and bundle.SPLIT in deployments.values():
         paths["float_backbone"] = convert_to(scratch / "backbone.float32.tflite",
                                              export.backbone_signatures(backbone, max_length), "float32")
-    else:
+    elif "backbone" in paths:
         paths["float_backbone"] = paths["backbone"]
     for key, model in models.items():
+        if deployments[key] == bundle.WHOLE:
+            length = tasks[key][1]["max_seq_length"]
+            paths[key, "task"] = convert_to(scratch / bundle.task_file(key),
+                                            export.whole_signatures(model, length, options.lora_merged), weights)
+            paths[key, "float_task"] = paths[key, "task"]
+            if float_twins:
+                paths[key, "float_task"] = convert_to(scratch / f"{key}.float32.tflite",
+                                                      export.whole_signatures(model, length, options.lora_merged),
+                                                      "float32")
+            continue
         # per_channel=False: the task file's size goal, see spartan_tf.export.to_tflite
         paths[key, "task"] = convert_to(scratch / bundle.task_file(key), export.task_signatures(model), weights,
                                         per_channel=False)
-        if options.fused:
+        if options.fused:  # whole tasks are one graph already
             paths[key, "fused"] = convert_to(scratch / bundle.fused_file(key),
                                              export.fused_signatures(backbone, model, max_length), weights)
         if float_twins:
@@ -250,9 +285,10 @@ def dev_examples_for(config: dict, check_samples: int | None) -> list:
     return examples if check_samples is None else examples[:check_samples]
 
 
-def check_parity(key, config, model, backbone, examples, paths: dict, weights: str) -> list:
+def check_parity(key, config, model, backbone, examples, paths: dict, weights: str, deployment: str) -> list:
     """Keras vs each bundle path on ``examples`` (paths from convert_files); prints the table;
-    returns the rows, the float32 path first."""
+    returns the rows, the float32 path first. A whole task's Keras reference is the trained model
+    itself (for merged LoRA: unmerged), so the check also covers the merge."""
     from spartan_tf import data, parity
     from spartan_tf.metrics import compute_metrics
 
@@ -265,16 +301,26 @@ def check_parity(key, config, model, backbone, examples, paths: dict, weights: s
     def split(backbone_path, task_path):
         return parity.run_one_by_one(parity.SplitBundle(backbone_path, task_path), encoded)
 
-    rows = [parity.compare("float32 (Keras graph, no quantization)", task, reference,
-                           split(paths["float_backbone"], paths[key, "float_task"]), labels)]
-    if weights != "float32":
-        rows.append(parity.compare(f"{weights} backbone + float32 task", task, reference,
-                                   split(paths["backbone"], paths[key, "float_task"]), labels))
-        rows.append(parity.compare(f"{weights} backbone + {weights} task (written)", task, reference,
-                                   split(paths["backbone"], paths[key, "task"]), labels))
-    if (key, "fused") in paths:
-        fused = parity.run_one_by_one(parity.FusedBundle(paths[key, "fused"]), encoded)
-        rows.append(parity.compare(f"{weights} fused (written)", task, reference, fused, labels))
+    def whole(path):
+        return parity.run_one_by_one(parity.FusedBundle(path), encoded)
+
+    if deployment == bundle.WHOLE:
+        rows = [parity.compare("float32 whole model (no quantization)", task, reference,
+                               whole(paths[key, "float_task"]), labels)]
+        if weights != "float32":
+            rows.append(parity.compare(f"{weights} whole model (written)", task, reference,
+                                       whole(paths[key, "task"]), labels))
+    else:
+        rows = [parity.compare("float32 (Keras graph, no quantization)", task, reference,
+                               split(paths["float_backbone"], paths[key, "float_task"]), labels)]
+        if weights != "float32":
+            rows.append(parity.compare(f"{weights} backbone + float32 task", task, reference,
+                                       split(paths["backbone"], paths[key, "float_task"]), labels))
+            rows.append(parity.compare(f"{weights} backbone + {weights} task (written)", task, reference,
+                                       split(paths["backbone"], paths[key, "task"]), labels))
+        if (key, "fused") in paths:
+            rows.append(parity.compare(f"{weights} fused (written)", task, reference, whole(paths[key, "fused"]),
+                                       labels))
     keras_row = parity.ParityRow("keras (tf_keras, reference)", None, None, compute_metrics(task, reference, labels))
     log(parity.format_table(key, task, len(examples), [keras_row] + rows)
         + f"\n  ({time.perf_counter() - start:.0f} s)")
@@ -302,14 +348,19 @@ def reference_inputs(examples) -> list:
 
 
 def size_table(output_dir, manifest) -> str:
-    """Bytes of every bundle file and each task's ratio to the backbone (goal: at most 2%)."""
+    """Bytes of every bundle file and each split task's ratio to the backbone (goal: at most 2%)."""
     backbone = manifest["backbone"]
     lines = [f"bundle {output_dir} ({backbone['weights']} weights, max length {backbone['max_length']}):",
-             f"  {'file':<28} {'bytes':>12} {'of backbone':>12}",
-             f"  {backbone['file']:<28} {backbone['bytes']:>12,}"]
+             f"  {'file':<28} {'bytes':>12} {'of backbone':>12}"]
+    if "file" in backbone:
+        lines.append(f"  {backbone['file']:<28} {backbone['bytes']:>12,}")
     for entry in manifest["tasks"].values():
-        mark = "" if entry["size_ratio_to_backbone"] <= 0.02 else "  (over the 2% goal)"
-        lines.append(f"  {entry['file']:<28} {entry['bytes']:>12,} {100 * entry['size_ratio_to_backbone']:>11.2f}%{mark}")
+        ratio = entry.get("size_ratio_to_backbone")
+        if ratio is None:  # a whole task: the model itself
+            lines.append(f"  {entry['file']:<28} {entry['bytes']:>12,} {'(whole, ' + entry['method']['name'] + ')':>12}")
+            continue
+        mark = "" if ratio <= 0.02 else "  (over the 2% goal)"
+        lines.append(f"  {entry['file']:<28} {entry['bytes']:>12,} {100 * ratio:>11.2f}%{mark}")
         if "fused" in entry:
             lines.append(f"  {entry['fused']['file']:<28} {entry['fused']['bytes']:>12,}")
     return "\n".join(lines)

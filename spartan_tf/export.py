@@ -8,6 +8,10 @@ A bundle splits one task model into the pieces the device chains (see docs/bundl
                       head(hidden) -> logits
     <task>.fused.tflite  classify(input_ids, attention_mask, token_type_ids) -> logits
 
+A method that changes the encoder layers themselves (adapters, LoRA, full fine-tuning) cannot run
+on the shared backbone file; its task file is the whole model in one graph (``whole_signatures``,
+signature ``classify`` as in a fused file). LoRA goes merged (a plain BERT graph) or unmerged.
+
 Every input has a dynamic batch dimension B and a dynamic length dimension S; hidden is
 float32 [B, S, H], ids and masks are int32 [B, S], logits float32 [B, num_outputs].
 
@@ -133,6 +137,42 @@ def fused_signatures(backbone, model, max_length: int, length: int | None = None
             hidden = pieces[f"layer_{index:02d}"](hidden, attention_mask)["hidden"]
             hidden = pieces[f"memory_{index:02d}"](hidden)["hidden"]
         return {"logits": pieces["head"](hidden)["logits"]}
+
+    ids_spec = _ids_spec(length)
+    return {"classify": _named("classify", classify, [ids_spec, ids_spec, ids_spec])}
+
+
+def whole_signatures(model, max_length: int, lora_merged: bool = True, length: int | None = None) -> dict:
+    """{"classify": ...}: a whole-task model (adapters, LoRA or full fine-tuning) in one graph.
+
+    The embeddings are ``backbone_signatures``' (no assert op); each encoder layer runs as the
+    method's ``forward_layer`` (adapters inside the layer, LoRA's low-rank updates beside query and
+    value, or the fine-tuned layer), then the head. With ``lora_merged`` a LoRA model runs on a copy
+    of its backbone with the updates folded into the kernels (``merged_backbone``): plain layers,
+    no low-rank ops. ``length``: as in backbone_signatures.
+    """
+    backbone = model.backbone
+    if lora_merged and model.method.name == "lora":
+        from spartan_tf.methods.lora import merged_backbone
+
+        backbone = merged_backbone(model)
+
+        def run_layer(index, hidden, bias, attention_mask):
+            return backbone.layer(index, hidden, bias)
+    else:
+        def run_layer(index, hidden, bias, attention_mask):
+            return model.method.forward_layer(backbone, index, hidden, bias, attention_mask,
+                                              model.after_layers[index])
+
+    embed = backbone_signatures(backbone, max_length, length)["embed"]
+
+    def classify(input_ids, attention_mask, token_type_ids):
+        """int32 [B, S] x3 -> logits [B, num_outputs]."""
+        hidden = embed(input_ids, token_type_ids)["hidden"]
+        bias = backbone.attention_bias(attention_mask, hidden.dtype)
+        for index in range(backbone.num_layers):
+            hidden = run_layer(index, hidden, bias, attention_mask)
+        return {"logits": model.head(hidden, training=False)}
 
     ids_spec = _ids_spec(length)
     return {"classify": _named("classify", classify, [ids_spec, ids_spec, ids_spec])}

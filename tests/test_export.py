@@ -36,23 +36,37 @@ def convert(*args):
     return code, out.getvalue(), err.getvalue()
 
 
-def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int) -> Path:
+TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
+    "spartan": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6},
+    "adapters": {"name": "adapters", "adapter_size": 8},
+    "lora": {"name": "lora", "rank": 4, "alpha": 8.0},
+    "full": {"name": "full"},
+}
+
+
+def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int, method_name: str = "spartan") -> Path:
     """A task directory like spartan_tf.train writes, with random (not trained) task weights.
 
-    The weights are drawn larger than the initialisers' so that memories and head change the
-    logits visibly from example to example (parity on near-constant logits would prove little).
+    The weights are drawn larger than the initialisers' so that the method's modules and head change
+    the logits visibly from example to example (parity on near-constant logits would prove little).
+    Full fine-tuning gets its own copy of the backbone, its weights moved by small noise.
     """
     from spartan_tf import artifacts, tasks
-    from spartan_tf.methods.spartan import SpartanMethod
+    from spartan_tf.backbone import Backbone
+    from spartan_tf.methods import method_from_dict
     from spartan_tf.model import build_task_model
     from spartan_tf.sources import DataSource
 
     task = tasks.get_task(task_name)
-    method = SpartanMethod(num_parents=4, children_per_parent=2, top_k=2, temperature=1.6)
+    method = method_from_dict(TINY_METHODS[method_name])
+    if method.trains_backbone:
+        backbone = Backbone.load(backbone.source)  # never the shared fixture: this one changes
     model = build_task_model(backbone, method, task.num_outputs, head_dropout=0.0, seed=seed)
     rng = np.random.default_rng(seed)
+    scale = 0.5 if method_name == "spartan" else 0.1
     for variable in model.weights:
-        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+        noise = rng.normal(0.0, scale, variable.shape).astype(np.float32)
+        variable.assign(variable + 0.2 * noise if method.trains_backbone else noise)
     config = {
         "task": {
             "name": task.name, "problem_type": task.problem_type, "label_names": list(task.label_names),
@@ -120,7 +134,7 @@ def test_conversion_succeeds_and_prints_parity_and_sizes(bundle_runs):
 def test_manifest_fields_and_sha256(bundle_runs, task_dirs, tiny_backbone):
     out, _, _ = bundle_runs
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["created_by"].startswith("spartan-tf ")
     backbone = manifest["backbone"]
     assert backbone["fingerprint"] == tiny_backbone.fingerprint()
@@ -411,18 +425,6 @@ def test_missing_and_non_model_dirs(tmp_path):
     assert code == 2 and "no config.json (not a trained spartan-tf model)" in stderr
 
 
-def test_methods_inside_the_layers_are_refused(tmp_path, task_dirs):
-    import shutil
-
-    adapters = tmp_path / "adapters"
-    shutil.copytree(task_dirs["qnli"], adapters)
-    config = json.loads((adapters / "config.json").read_text())
-    config["method"] = {"name": "adapters", "bottleneck": 8}
-    (adapters / "config.json").write_text(json.dumps(config))
-    code, _, stderr = convert("--model-dir", adapters, "--output-dir", tmp_path / "b")
-    assert code == 2 and f"--model-dir {adapters}: method 'adapters' changes the encoder layers" in stderr
-
-
 def test_no_tasks_under_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = convert()
@@ -434,3 +436,105 @@ def test_check_samples_must_be_a_count(capsys):
         load_cli().cli(["--check-samples", "-3"])
     assert exit_info.value.code == 2
     assert "expected a count >= 0 or 'all'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- whole tasks (adapters, LoRA, full)
+
+
+@pytest.fixture(scope="module")
+def method_dirs(tmp_path_factory, tiny_backbone):
+    """Tiny tasks of the methods deployed whole: adapters (qnli), LoRA (sst2), full (rte), and a
+    second adapters task for qnli that replaces the SPARTAN one in the mixed-bundle test."""
+    root = tmp_path_factory.mktemp("methods")
+    return {
+        "adapters": save_tiny_task(root / "qnli-adapters", tiny_backbone, "qnli", seed=21, method_name="adapters"),
+        "lora": save_tiny_task(root / "sst2-lora", tiny_backbone, "sst2", seed=22, method_name="lora"),
+        "full": save_tiny_task(root / "rte-full", tiny_backbone, "rte", seed=23, method_name="full"),
+    }
+
+
+def operator_count(path) -> int:
+    """Operators in the file's first subgraph (its one signature)."""
+    from tensorflow.lite.python import schema_py_generated as tflite_schema
+
+    model = tflite_schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    return model.Subgraphs(0).OperatorsLength()
+
+
+def test_whole_tasks_compute_what_keras_computes(tmp_path, method_dirs, tiny_backbone):
+    """A bundle of adapters, LoRA (merged) and full tasks: no backbone file, one classify graph per
+    task, and each float32 graph's logits equal the trained Keras model's (unmerged for LoRA)."""
+    from spartan_tf import artifacts
+    from spartan_tf.parity import FusedBundle
+
+    out = tmp_path / "whole"
+    code, stdout, stderr = convert(*[arg for d in method_dirs.values() for arg in ("--model-dir", d)],
+                                   "--output-dir", out, "--float", "--check-samples", CHECK)
+    assert code == 0, stderr
+    assert stdout.count("float32 whole model (no quantization)") == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == 2
+    assert not (out / "backbone.tflite").exists() and "file" not in manifest["backbone"]
+    assert manifest["backbone"]["fingerprint"] == tiny_backbone.fingerprint()
+    assert sorted(path.name for path in out.iterdir()) == [
+        "manifest.json", "qnli.tflite", "rte.tflite", "sst2.tflite", "tokenizer.json"]
+    for key, method in (("qnli", "adapters"), ("sst2", "lora"), ("rte", "full")):
+        entry = manifest["tasks"][key]
+        assert entry["deployment"] == "whole" and entry["method"]["name"] == method
+        assert "fused" not in entry and "size_ratio_to_backbone" not in entry
+        assert entry["sha256"] == hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
+        assert ("lora_merged" in entry) == (method == "lora")
+        _, signatures = signatures_of(out / entry["file"])
+        assert signatures == {"classify": {"inputs": ["attention_mask", "input_ids", "token_type_ids"],
+                                           "outputs": ["logits"]}}
+        model = artifacts.load_trained(method_dirs[method], backbone=tiny_backbone)[0]
+        graph = FusedBundle(out / entry["file"])
+        for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+            keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+            np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+    assert manifest["tasks"]["sst2"]["lora_merged"] is True
+
+
+def test_lora_unmerged_keeps_the_low_rank_ops(tmp_path, method_dirs, tiny_backbone):
+    """--lora-unmerged: same logits as merged, with the two low-rank matmuls per target still in the graph."""
+    from spartan_tf.parity import FusedBundle
+
+    files = {}
+    for name, flags in (("merged", []), ("unmerged", ["--lora-unmerged"])):
+        code, _, stderr = convert("--model-dir", method_dirs["lora"], "--output-dir", tmp_path / name, "--float",
+                                  "--check-samples", CHECK, *flags)
+        assert code == 0, stderr
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["tasks"]["sst2"]["lora_merged"] is (name == "merged")
+        files[name] = tmp_path / name / "sst2.tflite"
+    # 2 layers x 2 targets (query, value) x 2 matmuls (A, then B), plus the adds joining them
+    assert operator_count(files["unmerged"]) >= operator_count(files["merged"]) + 2 * 2 * 2
+    merged, unmerged = FusedBundle(files["merged"]), FusedBundle(files["unmerged"])
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        np.testing.assert_allclose(unmerged.logits(ids, mask, types), merged.logits(ids, mask, types), atol=1e-4)
+
+
+def test_mixed_bundle_and_a_task_that_changes_deployment(tmp_path, task_dirs, method_dirs):
+    """SPARTAN qnli (split, --fused) beside LoRA sst2 (whole) share one bundle and tokenizer; when qnli
+    is re-converted as an adapters task, its fused file and the backbone (no split task left) go."""
+    out = tmp_path / "mixed"
+    code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--model-dir", method_dirs["lora"],
+                              "--output-dir", out, "--fused", "--check-samples", CHECK)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    qnli, sst2 = manifest["tasks"]["qnli"], manifest["tasks"]["sst2"]
+    assert qnli["deployment"] == "split" and qnli["fused"]["file"] == "qnli.fused.tflite"
+    assert sst2["deployment"] == "whole" and "fused" not in sst2  # --fused is for split tasks
+    assert 0 < qnli["size_ratio_to_backbone"] < 1 and (out / "backbone.tflite").is_file()
+
+    code, stdout, stderr = convert("--model-dir", method_dirs["adapters"], "--output-dir", out,
+                                   "--check-samples", CHECK)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tasks"]["qnli"]["deployment"] == "whole"
+    assert manifest["tasks"]["qnli"]["method"]["name"] == "adapters"
+    assert manifest["tasks"]["sst2"] == sst2  # kept as it was
+    assert "removed qnli.fused.tflite" in stdout and "removed backbone.tflite" in stdout
+    assert "file" not in manifest["backbone"]
+    assert sorted(path.name for path in out.iterdir()) == ["manifest.json", "qnli.tflite", "sst2.tflite",
+                                                            "tokenizer.json"]
