@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a spartan-tf bundle on a device: classify texts with a shared TFLite backbone and small task files.
+"""Run a spartan-tf bundle on a device: classify texts with its TFLite tasks (split or whole).
 
     python device/infer.py --bundle models/tflite --task qnli --text "Who wrote Hamlet?" \\
         --text-pair "Hamlet was written by Shakespeare."
@@ -8,6 +8,8 @@
     python device/infer.py --bundle models/tflite --list
     python device/infer.py --bundle models/tflite --task qnli --benchmark --threads 1 --json
 
+Each task runs as deployed (--graph auto): a split task (SPARTAN) as the shared backbone.tflite
+chained with its small task file, a whole task (adapters, LoRA, full) as its one file.
 Needs numpy, tokenizers and a TFLite runtime (pip install -r device/requirements.txt); imports
 neither TensorFlow (unless --runtime tensorflow) nor transformers nor spartan_tf.
 Exit codes: 0 all inputs answered; 1 some input lines failed (each reported on stderr with its
@@ -58,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-size", type=int, default=8, help="texts per call (default: 8)")
     speed.add_argument("--runtime", choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
                        help="force a TFLite runtime (default: the first installed, in this order)")
-    speed.add_argument("--graph", choices=("split", "fused", "backbone"), default="split",
-                       help="split: shared backbone + task file (default); fused: the task's fused file; "
+    speed.add_argument("--graph", choices=("auto", "split", "fused", "backbone"), default="auto",
+                       help="auto: each task as deployed (default); split: shared backbone + task file "
+                            "(split tasks only); fused: a split task's fused file, a whole task's file; "
                             "backbone: the backbone alone (--benchmark only)")
     speed.add_argument("--num-texts", type=int, help="--benchmark: number of texts (default: all of --input, or 200)")
     speed.add_argument("--warmup", type=int, default=3, help="--benchmark: untimed batches first (default: 3)")

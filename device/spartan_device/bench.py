@@ -34,10 +34,15 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
     if not records:
         raise DeviceError("nothing to benchmark: no valid input lines")
     load_start = time.perf_counter()
-    tasks = {name: engine.task(name) for name in dict.fromkeys(r.task for r in records)} \
-        if engine.graph != "backbone" else {}
+    infos = {name: engine.bundle.task(name) for name in dict.fromkeys(r.task for r in records)}
+    if engine.graph == "backbone":
+        engine.backbone("--graph backbone")
+        tasks = {}
+    else:
+        tasks = {name: engine.task(name) for name in infos}
     load_s = time.perf_counter() - load_start
-    max_length = {name: engine.bundle.task(name).max_length for name in dict.fromkeys(r.task for r in records)}
+    max_length = {name: info.max_length for name, info in infos.items()}
+    ran = list(infos.values()) if engine.graph != "backbone" else []  # --graph backbone runs no task
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
 
     def run(batch):
@@ -65,6 +70,9 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
     return {
         "graph": engine.graph,
         "tasks": list(max_length),
+        "deployment": _common(info.deployment for info in ran),  # split or whole (mixed: several tasks differ)
+        "method": _common(info.method_name for info in ran),
+        "lora_merged": _common(info.lora_merged for info in ran),
         "runtime": str(engine.runtime),
         "threads": engine.threads,
         "batch_size": batch_size,
@@ -85,9 +93,11 @@ def format_report(figures: dict) -> str:
     lat = figures["latency_ms"]
     threads = figures["threads"] if figures["threads"] is not None else "default"
     memory = "n/a" if figures["peak_rss_mb"] is None else f"{figures['peak_rss_mb']:.1f} MB (max RSS)"
+    deployed = f" {figures['deployment']} {figures['method'] or '?'}" if figures["deployment"] else ""
     return "\n".join([
-        f"benchmark: {figures['texts']} texts (task {', '.join(figures['tasks'])}, mean {figures['mean_tokens']} "
-        f"tokens), graph {figures['graph']}, {figures['runtime']}, {threads} thread(s), batch {figures['batch_size']}",
+        f"benchmark: {figures['texts']} texts (task {', '.join(figures['tasks'])}{deployed}, mean "
+        f"{figures['mean_tokens']} tokens), graph {figures['graph']}, {figures['runtime']}, {threads} thread(s), "
+        f"batch {figures['batch_size']}",
         f"machine:   {figures['machine']}, Python {figures['python']}",
         f"latency per batch: p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms "
         f"(mean {lat['mean']:.2f} ms)",
@@ -104,6 +114,12 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KB on Linux
+
+
+def _common(values):
+    """The one value of ``values``, None if there is none, "mixed" if they differ."""
+    distinct = list(dict.fromkeys(values))
+    return distinct[0] if len(distinct) == 1 else None if not distinct else "mixed"
 
 
 def _pct(values: np.ndarray, q: float) -> float:

@@ -1,4 +1,8 @@
-"""Read and check a bundle's manifest.json (docs/bundle-format.md, format version 1).
+"""Read and check a bundle's manifest.json (docs/bundle-format.md, format versions 1 and 2).
+
+Version 2 added each task's ``deployment`` (split: memories + head over the shared backbone file;
+whole: the whole model in the task's file) and made the backbone's file optional (absent when every
+task is whole). A version 1 bundle reads as version 2 with every task split.
 
 Nothing is loaded here; :func:`verified_path` checks a file's sha256 against the manifest and is
 called right before the file is loaded.
@@ -13,9 +17,10 @@ from pathlib import Path, PurePosixPath
 
 from spartan_device.errors import DeviceError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this client reads; it reads every older one too
 MANIFEST = "manifest.json"
 CLASSIFICATION, REGRESSION = "classification", "regression"
+SPLIT, WHOLE = "split", "whole"  # a task's deployment
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,10 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    entry: FileEntry
+    """The pretrained backbone of every task; ``entry`` is None when the bundle has no backbone file
+    (format 2, every task whole)."""
+
+    entry: FileEntry | None
     fingerprint: str
     num_layers: int
     hidden_size: int
@@ -40,7 +48,9 @@ class BackboneInfo:
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """One task of the manifest. ``takes_pair``: True/False when its reference inputs tell, else None."""
+    """One task of the manifest. ``deployment``: SPLIT (``entry`` holds memory_XX and head; ``fused`` is
+    the optional one-graph copy) or WHOLE (``entry`` is the whole model, signature classify; no
+    ``fused``). ``takes_pair``: True/False when its reference inputs tell, else None."""
 
     name: str
     entry: FileEntry
@@ -52,6 +62,14 @@ class TaskInfo:
     fused: FileEntry | None
     reference_inputs: tuple[dict, ...]
     raw: dict = field(repr=False, compare=False)
+    deployment: str = SPLIT
+    method: dict = field(default_factory=dict)  # the training config's method block ("name" and hyperparameters)
+    lora_merged: bool | None = None  # LoRA tasks only: folded into the kernels (True) or kept low-rank
+
+    @property
+    def method_name(self) -> str | None:
+        name = self.method.get("name")
+        return name if isinstance(name, str) else None
 
     @property
     def is_regression(self) -> bool:
@@ -80,6 +98,7 @@ class Bundle:
     tokenizer: FileEntry
     backbone: BackboneInfo
     created_by: str
+    format_version: int
 
     @property
     def task_names(self) -> list[str]:
@@ -90,7 +109,7 @@ class Bundle:
         if name not in tasks:
             known = ", ".join(tasks) or "(none)"
             raise DeviceError(f"unknown task {name!r}; the bundle {self.root} has: {known}")
-        return _task_info(name, tasks[name], f"{self.root / MANIFEST}: tasks.{name}")
+        return _task_info(name, tasks[name], f"{self.root / MANIFEST}: tasks.{name}", self.format_version)
 
     def path(self, entry: FileEntry) -> Path:
         return self.root / entry.file
@@ -124,8 +143,9 @@ def read_bundle(directory: str | Path) -> Bundle:
     tokenizer = _file_entry(_get(manifest, "tokenizer", dict, where), f"{where}: tokenizer")
     block = _get(manifest, "backbone", dict, where)
     bwhere = f"{where}: backbone"
+    has_file = version < 2 or "file" in block or "sha256" in block  # version 2: optional (whole tasks only)
     backbone = BackboneInfo(
-        entry=_file_entry(block, bwhere),
+        entry=_file_entry(block, bwhere) if has_file else None,
         fingerprint=_get(block, "fingerprint", str, bwhere),
         num_layers=_positive(_get(block, "num_layers", int, bwhere), "num_layers", bwhere),
         hidden_size=_positive(_get(block, "hidden_size", int, bwhere), "hidden_size", bwhere),
@@ -136,7 +156,7 @@ def read_bundle(directory: str | Path) -> Bundle:
     tasks = _get(manifest, "tasks", dict, where)
     if not tasks:
         raise DeviceError(f"{path}: the bundle holds no tasks")
-    return Bundle(root, manifest, tokenizer, backbone, str(manifest.get("created_by", "?")))
+    return Bundle(root, manifest, tokenizer, backbone, str(manifest.get("created_by", "?")), version)
 
 
 def verified_path(bundle: Bundle, entry: FileEntry, what: str) -> Path:
@@ -164,16 +184,23 @@ def sha256_of(path: Path) -> str:
 # --------------------------------------------------------------------------- field checks
 
 
-def _task_info(name: str, block, where: str) -> TaskInfo:
+def _task_info(name: str, block, where: str, version: int) -> TaskInfo:
     if not isinstance(block, dict):
         raise DeviceError(f"{where}: expected a JSON object")
+    if "deployment" not in block and version >= 2:
+        raise DeviceError(f"{where}: missing field 'deployment' (split or whole; required from format version 2)")
+    deployment = block.get("deployment", SPLIT)  # version 1: every task split
+    if deployment not in (SPLIT, WHOLE):
+        raise DeviceError(f"{where}: unknown deployment {deployment!r} (expected split or whole)")
     problem_type = _get(block, "problem_type", str, where)
     if problem_type not in (CLASSIFICATION, REGRESSION):
         raise DeviceError(f"{where}: unknown problem_type {problem_type!r}")
     labels = _get(block, "label_names", list, where)
     if problem_type == CLASSIFICATION and (len(labels) < 2 or not all(isinstance(x, str) for x in labels)):
         raise DeviceError(f"{where}: a classification task needs >= 2 label names, got {labels!r}")
-    fused = block.get("fused")
+    fused = block.get("fused") if deployment == SPLIT else None  # a whole task is its own one-graph model
+    method = block.get("method")
+    merged = block.get("lora_merged")
     refs = block.get("reference_inputs") or []
     return TaskInfo(
         name=name,
@@ -186,6 +213,9 @@ def _task_info(name: str, block, where: str) -> TaskInfo:
         fused=_file_entry(fused, f"{where}.fused") if isinstance(fused, dict) else None,
         reference_inputs=tuple(refs) if isinstance(refs, list) else (),
         raw=block,
+        deployment=deployment,
+        method=method if isinstance(method, dict) else {},
+        lora_merged=merged if isinstance(merged, bool) else None,
     )
 
 

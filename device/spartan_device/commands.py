@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from spartan_device import bench, inputs, pipeline
-from spartan_device.bundle import Bundle, read_bundle, sha256_of
+from spartan_device.bundle import SPLIT, Bundle, read_bundle, sha256_of
 from spartan_device.engine import Engine
 from spartan_device.errors import DeviceError
+from spartan_device.graphs import backbone_user
 from spartan_device.outputs import JsonLinesOutput, Progress
 from spartan_device.runtime import choose_runtime
 
@@ -28,10 +29,20 @@ def dispatch(args) -> int:
         log(f"runtime {runtime}, {args.threads} thread(s), graph {args.graph}")
     if args.benchmark:
         return run_benchmark(bundle, runtime, args, log)
-    engine = Engine(bundle, runtime, args.threads, args.graph, log)
+    engine = make_engine(bundle, runtime, args, log)
     if args.text is not None:
         return predict_text(engine, args)
     return predict_file(engine, args)
+
+
+def make_engine(bundle: Bundle, runtime, args, log) -> Engine:
+    """The engine, with the shared backbone already loaded when the run is sure to need it: a broken
+    backbone file then stops the run (exit 2) instead of failing every line of a split task."""
+    engine = Engine(bundle, runtime, args.threads, args.graph, log)
+    user = backbone_user(bundle, args.graph, default_task(bundle, args.task))
+    if user is not None:
+        engine.backbone(user)
+    return engine
 
 
 def default_task(bundle: Bundle, task: str | None) -> str | None:
@@ -160,7 +171,7 @@ def run_benchmark(bundle: Bundle, runtime, args, log) -> int:
         if task is None:
             raise DeviceError(f"--task is needed: the bundle has {', '.join(bundle.task_names)}")
         records = None
-    engine = Engine(bundle, runtime, args.threads, args.graph, log)
+    engine = make_engine(bundle, runtime, args, log)
     if records is None:
         records = bench.reference_records(engine, task, args.num_texts or 200)
     figures = bench.benchmark(engine, records, args.batch_size, args.warmup)
@@ -172,8 +183,10 @@ def run_benchmark(bundle: Bundle, runtime, args, log) -> int:
 
 
 def list_bundle(bundle: Bundle, as_json: bool) -> int:
-    """Tasks, sizes, labels, and whether each file is present and intact. Exit 1 if any is not."""
+    """Tasks (deployment, method, sizes, labels), and whether each file is present and intact. Exit 1
+    if any is not."""
     backbone = bundle.backbone
+    backbone_size = _size(bundle, backbone.entry)
     rows, problems = [], 0
 
     def status(entry) -> str:
@@ -182,8 +195,8 @@ def list_bundle(bundle: Bundle, as_json: bool) -> int:
             return "missing"
         return "ok" if sha256_of(path) == entry.sha256.lower() else "corrupt (sha256 mismatch)"
 
-    backbone_status = status(backbone.entry)
-    problems += backbone_status != "ok"
+    backbone_status = status(backbone.entry) if backbone.entry else "none"  # format 2: no split task, no file
+    problems += backbone_status not in ("ok", "none")
     for name in bundle.task_names:
         try:
             info = bundle.task(name)
@@ -191,30 +204,38 @@ def list_bundle(bundle: Bundle, as_json: bool) -> int:
             rows.append({"task": name, "status": f"invalid manifest entry: {err}"})
             problems += 1
             continue
+        split = info.deployment == SPLIT
         task_status = status(info.entry)
-        if task_status == "ok" and info.backbone_fingerprint != backbone.fingerprint:
+        if task_status == "ok" and split and backbone.entry is None:
+            task_status = "needs the backbone file, which the bundle lacks"
+        elif task_status == "ok" and split and info.backbone_fingerprint != backbone.fingerprint:
             task_status = "built for another backbone"
         problems += task_status != "ok"
         size = _size(bundle, info.entry)
         rows.append({
-            "task": name, "file": info.entry.file, "bytes": size, "weights": info.weights,
+            "task": name, "deployment": info.deployment, "method": info.method_name, "lora_merged": info.lora_merged,
+            "file": info.entry.file, "bytes": size, "weights": info.weights,
             "problem_type": info.problem_type, "labels": list(info.label_names), "max_length": info.max_length,
-            "ratio_to_backbone": round(size / _size(bundle, backbone.entry), 4) if size and _size(bundle, backbone.entry) else None,
+            "ratio_to_backbone": round(size / backbone_size, 4) if split and size and backbone_size else None,
             "fused": info.fused.file if info.fused else None, "status": task_status,
         })
     summary = {
-        "bundle": str(bundle.root), "format_version": bundle.manifest["format_version"], "created_by": bundle.created_by,
-        "backbone": {"file": backbone.entry.file, "bytes": _size(bundle, backbone.entry), "weights": backbone.weights,
-                     "model": backbone.model, "num_layers": backbone.num_layers, "hidden_size": backbone.hidden_size,
-                     "status": backbone_status},
+        "bundle": str(bundle.root), "format_version": bundle.format_version, "created_by": bundle.created_by,
+        "backbone": {"file": backbone.entry.file if backbone.entry else None, "bytes": backbone_size,
+                     "weights": backbone.weights, "model": backbone.model, "num_layers": backbone.num_layers,
+                     "hidden_size": backbone.hidden_size, "status": backbone_status},
         "tasks": rows,
     }
     if as_json:
         print(json.dumps(summary))
         return 1 if problems else 0
     print(f"bundle {bundle.root} (format {summary['format_version']}, {bundle.created_by})")
-    print(f"backbone  {backbone.entry.file}  {_mb(summary['backbone']['bytes'])}  {backbone.weights}  "
-          f"{backbone.model}, {backbone.num_layers} layers, hidden {backbone.hidden_size}  [{backbone_status}]")
+    described = f"{backbone.model}, {backbone.num_layers} layers, hidden {backbone.hidden_size}"
+    if backbone.entry is None:
+        print(f"backbone  (no file: every task is deployed whole)  {described}")
+    else:
+        print(f"backbone  {backbone.entry.file}  {_mb(backbone_size)}  {backbone.weights}  {described}  "
+              f"[{backbone_status}]")
     for row in rows:
         if "file" not in row:
             print(f"task {row['task']}: {row['status']}")
@@ -222,12 +243,16 @@ def list_bundle(bundle: Bundle, as_json: bool) -> int:
         labels = ", ".join(row["labels"]) or "(regression: a score)"
         ratio = f" ({row['ratio_to_backbone'] * 100:.1f}% of the backbone)" if row["ratio_to_backbone"] else ""
         fused = f", fused: {row['fused']}" if row["fused"] else ""
-        print(f"task {row['task']:<8} {row['file']}  {_mb(row['bytes'])}{ratio}  {row['weights']}  "
-              f"max_length {row['max_length']}  labels: {labels}{fused}  [{row['status']}]")
+        merged = {True: " (merged)", False: " (unmerged)", None: ""}[row["lora_merged"]]
+        print(f"task {row['task']:<8} {row['deployment']} {row['method'] or '?'}{merged}  {row['file']}  "
+              f"{_mb(row['bytes'])}{ratio}  {row['weights']}  max_length {row['max_length']}  labels: {labels}{fused}  "
+              f"[{row['status']}]")
     return 1 if problems else 0
 
 
 def _size(bundle: Bundle, entry) -> int | None:
+    if entry is None:
+        return None
     path = bundle.path(entry)
     return path.stat().st_size if path.is_file() else entry.bytes
 

@@ -1,8 +1,10 @@
-"""Tokenize and run a bundle: embed -> (layer_i -> memory_i)* -> head, or a task's fused graph.
+"""Tokenize and run a bundle: a split task as embed -> (layer_i -> memory_i)* -> head over the shared
+backbone, a whole task (or a split task's fused file) as its one ``classify`` graph.
 
-The backbone is loaded once; task files are loaded on first use and cached (a failure is cached
-too, so a broken task file is reported per line without retrying). Interpreters and their
-signature runners are created once and reused for every batch.
+Files are loaded on first use and cached: the backbone when a split task (or --graph backbone)
+first needs it, each task file when its task is first asked for. A failure is cached too, so a
+broken file is reported per line without retrying. Interpreters and their signature runners are
+created once and reused for every batch.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spartan_device.bundle import Bundle, TaskInfo, verified_path
+from spartan_device.bundle import SPLIT, Bundle, TaskInfo, verified_path
 from spartan_device.errors import DeviceError
+from spartan_device.graphs import CHAINED, GRAPHS, task_graph
 from spartan_device.runtime import Runtime, captured_stderr, load_interpreter, signature_runner
-
-GRAPHS = ("split", "fused", "backbone")  # backbone: the shared backbone alone (benchmarks only)
 
 
 @dataclass
@@ -98,19 +99,38 @@ class _Signature:
 
 
 @dataclass
+class LoadedBackbone:
+    """backbone.tflite's signatures: embed, then layer_00 ... layer_{L-1}."""
+
+    embed: _Signature
+    layers: list[_Signature]
+    interpreter: object  # keeps the runners' interpreter alive
+
+    def hidden(self, batch: Batch) -> np.ndarray:
+        """The backbone alone (embed and every layer, no task): float32 [B, S, H]."""
+        hidden = self.embed(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
+        for layer in self.layers:
+            hidden = layer(hidden=hidden, attention_mask=batch.attention_mask)
+        return hidden
+
+
+@dataclass
 class LoadedTask:
+    """A task ready to run: chained (``backbone`` + ``memories`` + ``head``) or one ``classify`` graph."""
+
     info: TaskInfo
-    memories: list  # split graph: one _Signature per layer
+    memories: list  # chained: one _Signature per layer
     head: _Signature | None
-    classify: _Signature | None  # fused graph
+    classify: _Signature | None  # a whole task's file or a split task's fused file
     interpreter: object = None  # keeps the runners' interpreter alive
+    backbone: LoadedBackbone | None = None  # chained only
 
 
 class Engine:
-    """Runs the tasks of one bundle with one runtime. ``graph``: "split" (the shared backbone and the
-    task's small file), "fused" (the task's optional fused file) or "backbone" (no task: benchmarks)."""
+    """Runs the tasks of one bundle with one runtime. ``graph`` (see graphs.py): "auto" (each task as
+    deployed), "split", "fused", or "backbone" (no task: benchmarks)."""
 
-    def __init__(self, bundle: Bundle, runtime: Runtime, threads: int | None = None, graph: str = "split",
+    def __init__(self, bundle: Bundle, runtime: Runtime, threads: int | None = None, graph: str = "auto",
                  log: Callable[[str], None] | None = None):
         if graph not in GRAPHS:
             raise DeviceError(f"unknown graph {graph!r}; expected one of: {', '.join(GRAPHS)}")
@@ -118,10 +138,8 @@ class Engine:
         self.log = log or (lambda message: None)
         self.loads: list[str] = []  # files loaded, in order (observable in --verbose and tests)
         self._tasks: dict[str, LoadedTask | DeviceError] = {}
+        self._backbone: LoadedBackbone | DeviceError | None = None
         self.tokenization = Tokenization(verified_path(bundle, bundle.tokenizer, "tokenizer"))
-        self.embed, self.layers = None, []
-        if graph != "fused":
-            self._load_backbone()
 
     # ----- loading ---------------------------------------------------------------------------
     def _load(self, entry, what: str, weights: str):
@@ -133,18 +151,34 @@ class Engine:
         self.log(f"loaded {what} {entry.file} ({size / 1e6:.2f} MB) in {time.perf_counter() - start:.2f} s")
         return path, interpreter
 
-    def _load_backbone(self):
+    def backbone(self, needed_by: str) -> LoadedBackbone:
+        """backbone.tflite, loaded on first use and cached; DeviceError (also cached) if it cannot be
+        used. ``needed_by`` names the user for a bundle without the file ("split task qnli")."""
+        if self.bundle.backbone.entry is None:
+            raise DeviceError(f"the bundle has no backbone file, which {needed_by} needs; "
+                              "re-run convert/to_tflite.py")
+        if self._backbone is None:
+            try:
+                self._backbone = self._load_backbone()
+            except DeviceError as err:
+                self._backbone = err
+        if isinstance(self._backbone, DeviceError):
+            raise DeviceError(str(self._backbone))  # a fresh exception, as in task()
+        return self._backbone
+
+    def _load_backbone(self) -> LoadedBackbone:
         info = self.bundle.backbone
         path, interpreter = self._load(info.entry, "backbone", info.weights)
-        self.embed = _Signature(interpreter, "embed", ("input_ids", "token_type_ids"), path, "backbone")
-        self.layers = [_Signature(interpreter, f"layer_{i:02d}", ("hidden", "attention_mask"), path, "backbone")
-                       for i in range(info.num_layers)]
-        self._backbone_interpreter = interpreter  # keeps the runners' interpreter alive
+        embed = _Signature(interpreter, "embed", ("input_ids", "token_type_ids"), path, "backbone")
+        layers = [_Signature(interpreter, f"layer_{i:02d}", ("hidden", "attention_mask"), path, "backbone")
+                  for i in range(info.num_layers)]
         found = sorted(key for key in interpreter.get_signature_list() if key.startswith("layer_"))
         if len(found) != info.num_layers:
             raise DeviceError(f"backbone {path}: has {len(found)} layer signatures, but the manifest's num_layers "
                               f"is {info.num_layers}; the manifest does not describe this file")
-        self._warm_up("backbone", path, lambda: self.backbone_hidden(_DUMMY))
+        backbone = LoadedBackbone(embed, layers, interpreter)
+        self._warm_up("backbone", path, lambda: backbone.hidden(_DUMMY))
+        return backbone
 
     def task(self, name: str) -> LoadedTask:
         """The task, loaded on first use and cached; DeviceError (also cached) if it cannot be used."""
@@ -162,28 +196,29 @@ class Engine:
     def _load_task(self, name: str) -> LoadedTask:
         info = self.bundle.task(name)
         what = f"task {name}"
-        if info.backbone_fingerprint != self.bundle.backbone.fingerprint:
+        # a split task runs on (or, fused, was built with) the bundle's backbone; a whole task carries its own
+        if info.deployment == SPLIT and info.backbone_fingerprint != self.bundle.backbone.fingerprint:
             raise DeviceError(
                 f"{what}: built for another backbone (fingerprint {info.backbone_fingerprint[:19]}...), "
                 f"but the bundle's backbone is {self.bundle.backbone.fingerprint[:19]}...; "
                 "convert the task together with its backbone")
-        if self.graph == "fused":
-            if info.fused is None:
-                raise DeviceError(f"{what}: the bundle has no fused model for it (convert with --fused)")
-            path, interpreter = self._load(info.fused, f"{what} fused model", info.weights)
+        graph = task_graph(info, self.graph)
+        if graph.kind == CHAINED:
+            backbone = self.backbone(f"split task {name}")
+            path, interpreter = self._load(graph.entry, graph.what, info.weights)
+            layers = self.bundle.backbone.num_layers
+            found = sum(key.startswith("memory_") for key in interpreter.get_signature_list())
+            if found != layers:
+                raise DeviceError(f"{what} {path}: has {found} memory signatures for a backbone of "
+                                  f"{layers} layers (num_layers)")
+            memories = [_Signature(interpreter, f"memory_{i:02d}", ("hidden",), path, what) for i in range(layers)]
+            head = _Signature(interpreter, "head", ("hidden",), path, what)
+            task = LoadedTask(info, memories, head, None, interpreter, backbone)
+        else:
+            path, interpreter = self._load(graph.entry, graph.what, info.weights)
             classify = _Signature(interpreter, "classify", ("input_ids", "attention_mask", "token_type_ids"),
                                   path, what)
             task = LoadedTask(info, [], None, classify, interpreter)
-        else:
-            path, interpreter = self._load(info.entry, what, info.weights)
-            found = sum(key.startswith("memory_") for key in interpreter.get_signature_list())
-            if found != self.bundle.backbone.num_layers:
-                raise DeviceError(f"{what} {path}: has {found} memory signatures for a backbone of "
-                                  f"{self.bundle.backbone.num_layers} layers (num_layers)")
-            memories = [_Signature(interpreter, f"memory_{i:02d}", ("hidden",), path, what)
-                        for i in range(self.bundle.backbone.num_layers)]
-            head = _Signature(interpreter, "head", ("hidden",), path, what)
-            task = LoadedTask(info, memories, head, None, interpreter)
         self._warm_up(what, path, lambda: self.logits(task, _DUMMY))
         return task
 
@@ -210,8 +245,8 @@ class Engine:
             out = task.classify(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                 token_type_ids=batch.token_type_ids)
         else:
-            hidden = self.embed(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
-            for layer, memory in zip(self.layers, task.memories):
+            hidden = task.backbone.embed(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
+            for layer, memory in zip(task.backbone.layers, task.memories):
                 hidden = memory(hidden=layer(hidden=hidden, attention_mask=batch.attention_mask))
             out = task.head(hidden=hidden)
         expected = (len(batch.input_ids), task.info.num_outputs)
@@ -222,10 +257,7 @@ class Engine:
 
     def backbone_hidden(self, batch: Batch) -> np.ndarray:
         """The shared backbone alone (embed and every layer, no task): [B, S, H]. For benchmarks."""
-        hidden = self.embed(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
-        for layer in self.layers:
-            hidden = layer(hidden=hidden, attention_mask=batch.attention_mask)
-        return hidden
+        return self.backbone("--graph backbone").hidden(batch)
 
 
 def scores(info: TaskInfo, logits: np.ndarray) -> list[dict]:

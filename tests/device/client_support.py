@@ -15,6 +15,57 @@ CLIENT = REPO / "device" / "infer.py"
 SAMPLES = REPO / "samples" / "glue"
 TASK_LENGTHS = {"qnli": 128, "sst2": 32}
 
+LONG = " ".join(f"word{i} and the sentence goes on" for i in range(40))  # far beyond 128 tokens
+ITEMS = {
+    "qnli": [
+        ("Who wrote Hamlet?", "Hamlet was written by Shakespeare."),
+        ("What is the capital of France?", "Paris is the capital and largest city of France."),
+        ("Why?", LONG),                      # truncation takes tokens from the longer text only
+        (LONG, "Short answer."),
+        (LONG + " first", LONG + " second"),  # both long: longest_first alternates
+        ("When did it happen?", "It happened in 1999 , during the summer ."),
+    ],
+    "sst2": [
+        ("it 's a charming and often affecting journey .", None),
+        ("unflinchingly bleak and desperate", None),
+        (LONG, None),                        # beyond sst2's max length of 32
+        ("a", None),
+    ],
+}
+
+
+def keras_logits(task_dir, items):
+    """Reference logits from the Keras task model, one unpadded example at a time."""
+    import numpy as np
+
+    from spartan_tf import artifacts, data
+
+    model, config, backbone, _ = artifacts.load_trained(str(task_dir))
+    tokenizer = backbone.tokenizer(config["max_seq_length"])
+    encoded = data.encode(tokenizer, [data.Example(text, pair, 0) for text, pair in items])
+    rows = []
+    for i in range(len(items)):
+        features = {name: np.array([encoded[name][i]], dtype=np.int32) for name in data.FEATURE_NAMES}
+        rows.append(model(features, training=False).numpy()[0])
+    return np.array(rows)
+
+
+def mixed_input(path):
+    """A JSON-lines file that alternates the two tasks, ids i0, i1, ..."""
+    lines, order = [], []
+    queues = {task: list(enumerate(items)) for task, items in ITEMS.items()}
+    while any(queues.values()):
+        for task, queue in queues.items():
+            if queue:
+                index, (text, pair) = queue.pop(0)
+                record = {"id": f"i{len(lines)}", "task": task, "text": text}
+                if pair is not None:
+                    record["text_pair"] = pair
+                lines.append(json.dumps(record))
+                order.append((task, index))
+    path.write_text("\n".join(lines) + "\n")
+    return order
+
 
 def _run(command, **kwargs):
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, **kwargs)
@@ -54,3 +105,36 @@ def rewrite_manifest(bundle: Path, change):
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
+
+
+def deploy_whole(bundle: Path, tasks, method=None, keep_backbone=True):
+    """Rewrite a bundle converted with --fused as format version 2 (docs/bundle-format.md) with ``tasks``
+    deployed whole, as the converter writes adapters, LoRA and full fine-tuning: each one's
+    ``<task>.tflite`` becomes its fused file (the whole model, signature classify), with no ``fused``
+    entry. Every other task keeps its deployment (split, the only one of format 1). ``method``: the
+    whole tasks' method block (default: LoRA, merged). ``keep_backbone=False`` removes backbone.tflite
+    and the backbone's file fields (a bundle of whole tasks only)."""
+    method = method or {"name": "lora", "rank": 4, "alpha": 8.0}
+
+    def change(manifest):
+        manifest["format_version"] = 2
+        for name, entry in manifest["tasks"].items():
+            if name not in tasks:
+                entry.setdefault("deployment", "split")
+                continue
+            entry["deployment"] = "whole"
+            fused = entry.pop("fused")
+            (bundle / entry["file"]).write_bytes((bundle / fused["file"]).read_bytes())
+            (bundle / fused["file"]).unlink()
+            entry.update(sha256=fused["sha256"], bytes=fused["bytes"], method=dict(method))
+            entry.pop("size_ratio_to_backbone", None)
+            entry.pop("lora_merged", None)
+            if method["name"] == "lora":
+                entry["lora_merged"] = True
+        if not keep_backbone:
+            (bundle / manifest["backbone"]["file"]).unlink()
+            for key in ("file", "sha256", "bytes"):
+                manifest["backbone"].pop(key)
+
+    rewrite_manifest(bundle, change)
+    return bundle

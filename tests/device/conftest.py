@@ -3,6 +3,8 @@
 Two tasks share the tiny backbone of tests/conftest.py: qnli (pairs, max length 128) and sst2
 (single texts, max length 32, so truncation differs per task). Each is trained for one short
 epoch on the shipped samples, then converted by convert/to_tflite.py exactly as a user would.
+The format 2 bundles with whole tasks (mixed_bundle, whole_bundle) are that conversion rewritten as
+docs/bundle-format.md describes a whole task: its file is the whole model (the fused graph).
 """
 
 import shutil
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from client_support import SAMPLES, TASK_LENGTHS, _convert, _run
+from client_support import ITEMS, SAMPLES, TASK_LENGTHS, _convert, _run, deploy_whole, keras_logits
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +42,38 @@ def int8_bundle(tiny_task_dirs, tmp_path_factory) -> Path:
     return _convert(tiny_task_dirs, tmp_path_factory.mktemp("bundle-int8") / "tflite", "--fused")
 
 
+@pytest.fixture(scope="session")
+def reference(tiny_task_dirs) -> dict:
+    """{task: Keras logits [len(ITEMS[task]), 2]} of client_support.ITEMS."""
+    return {task: keras_logits(tiny_task_dirs[task], items) for task, items in ITEMS.items()}
+
+
 @pytest.fixture
 def bundle_copy(float_bundle, tmp_path) -> Path:
     """A private copy of the float bundle that a test may damage."""
     return Path(shutil.copytree(float_bundle, tmp_path / "bundle"))
 
+
+@pytest.fixture(scope="session")
+def mixed_bundle(float_bundle, tmp_path_factory) -> Path:
+    """Format 2, both deployments: qnli split (with its fused file), sst2 whole (LoRA, merged)."""
+    return deploy_whole(Path(shutil.copytree(float_bundle, tmp_path_factory.mktemp("bundle-mixed") / "tflite")),
+                        ["sst2"])
+
+
+@pytest.fixture(scope="session")
+def whole_bundle(float_bundle, tmp_path_factory) -> Path:
+    """Format 2, whole tasks only (qnli adapters, sst2 LoRA): no backbone file at all."""
+    bundle = Path(shutil.copytree(float_bundle, tmp_path_factory.mktemp("bundle-whole") / "tflite"))
+    deploy_whole(bundle, ["qnli"], method={"name": "adapters", "bottleneck": 8}, keep_backbone=True)
+    return deploy_whole(bundle, ["sst2"], keep_backbone=False)
+
+
+@pytest.fixture(scope="session")
+def lora_task_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """sst2 trained with LoRA over the tiny backbone: a whole task once converted."""
+    out = tmp_path_factory.mktemp("device-lora") / "sst2"
+    _run([sys.executable, "-m", "spartan_tf.train", "--model", str(tiny_model_dir), "--task", "sst2", "--method", "lora",
+          "--data-dir", str(SAMPLES), "--max-train-samples", "32", "--max-eval-samples", "16", "--epochs", "1",
+          "--max-seq-length", str(TASK_LENGTHS["sst2"]), "--output-dir", str(out)])
+    return out

@@ -203,7 +203,7 @@ MANIFEST_FATAL = [  # (id, change, fragment of the one error line); every case: 
     ("format_version string", _set("1", "format_version"), "missing or invalid format_version"),
     ("format_version bool", _set(True, "format_version"), "missing or invalid format_version"),
     ("format_version float", _set(1.0, "format_version"), "missing or invalid format_version"),
-    ("future format", _set(2, "format_version"), "bundle format version 2 is newer than this client understands"),
+    ("future format", _set(3, "format_version"), "bundle format version 3 is newer than this client understands"),
     ("far future format", _set(10**6, "format_version"), "bundle format version 1000000 is newer"),
     ("no tokenizer", _drop("tokenizer"), "missing field 'tokenizer'"),
     ("tokenizer not object", _set("tokenizer.json", "tokenizer"), "field 'tokenizer' should be a dict"),

@@ -191,9 +191,9 @@ def test_runtime_without_the_ops_is_told_to_reconvert(bundle_copy, tmp_path):
 
 
 def test_newer_format_version_is_refused(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda m: m.update(format_version=2))
+    rewrite_manifest(bundle_copy, lambda m: m.update(format_version=3))
     done = run_client("--bundle", bundle_copy, "--list", check_rc=2)
-    assert "bundle format version 2 is newer than this client understands (version 1)" in done.stderr
+    assert "bundle format version 3 is newer than this client understands (version 2)" in done.stderr
 
 
 def test_task_for_another_backbone_is_refused(bundle_copy):

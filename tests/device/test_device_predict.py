@@ -10,61 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from client_support import CLIENT, REPO, SAMPLES, TASK_LENGTHS, json_lines, run_client
-
-LONG = " ".join(f"word{i} and the sentence goes on" for i in range(40))  # far beyond 128 tokens
-ITEMS = {
-    "qnli": [
-        ("Who wrote Hamlet?", "Hamlet was written by Shakespeare."),
-        ("What is the capital of France?", "Paris is the capital and largest city of France."),
-        ("Why?", LONG),                      # truncation takes tokens from the longer text only
-        (LONG, "Short answer."),
-        (LONG + " first", LONG + " second"),  # both long: longest_first alternates
-        ("When did it happen?", "It happened in 1999 , during the summer ."),
-    ],
-    "sst2": [
-        ("it 's a charming and often affecting journey .", None),
-        ("unflinchingly bleak and desperate", None),
-        (LONG, None),                        # beyond sst2's max length of 32
-        ("a", None),
-    ],
-}
-
-
-def keras_logits(task_dir, items):
-    """Reference logits from the Keras task model, one unpadded example at a time."""
-    from spartan_tf import artifacts, data
-
-    model, config, backbone, _ = artifacts.load_trained(str(task_dir))
-    tokenizer = backbone.tokenizer(config["max_seq_length"])
-    encoded = data.encode(tokenizer, [data.Example(text, pair, 0) for text, pair in items])
-    rows = []
-    for i in range(len(items)):
-        features = {name: np.array([encoded[name][i]], dtype=np.int32) for name in data.FEATURE_NAMES}
-        rows.append(model(features, training=False).numpy()[0])
-    return np.array(rows)
-
-
-@pytest.fixture(scope="session")
-def reference(tiny_task_dirs):
-    return {task: keras_logits(tiny_task_dirs[task], items) for task, items in ITEMS.items()}
-
-
-def mixed_input(path):
-    """A JSON-lines file that alternates the two tasks, ids i0, i1, ..."""
-    lines, order = [], []
-    queues = {task: list(enumerate(items)) for task, items in ITEMS.items()}
-    while any(queues.values()):
-        for task, queue in queues.items():
-            if queue:
-                index, (text, pair) = queue.pop(0)
-                record = {"id": f"i{len(lines)}", "task": task, "text": text}
-                if pair is not None:
-                    record["text_pair"] = pair
-                lines.append(json.dumps(record))
-                order.append((task, index))
-    path.write_text("\n".join(lines) + "\n")
-    return order
+from client_support import CLIENT, ITEMS, REPO, SAMPLES, TASK_LENGTHS, json_lines, mixed_input, run_client
 
 
 @pytest.mark.parametrize("graph", ["split", "fused"])
