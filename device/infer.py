@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "backbone: the backbone alone (--benchmark only)")
     speed.add_argument("--num-texts", type=int, help="--benchmark: number of texts (default: all of --input, or 200)")
     speed.add_argument("--warmup", type=int, default=3, help="--benchmark: untimed batches first (default: 3)")
+    speed.add_argument("--seq-length", type=int,
+                       help="--benchmark: truncate and pad every input to exactly this many tokens "
+                            "(default: each batch at its longest text's length)")
     return parser
 
 
@@ -84,6 +87,8 @@ def check_args(args):
             raise DeviceError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.warmup < 0:
         raise DeviceError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.seq_length is not None and (args.seq_length < 2 or not args.benchmark):
+        raise DeviceError(f"--seq-length {args.seq_length}: goes with --benchmark and must be >= 2 ([CLS] and [SEP])")
     if args.graph == "backbone" and not args.benchmark:
         raise DeviceError("--graph backbone runs no task: use it with --benchmark")
     if args.output and not args.input:

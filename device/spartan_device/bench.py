@@ -29,8 +29,11 @@ def reference_records(engine: Engine, task: str, count: int) -> list[Record]:
             for i, r in zip(range(count), itertools.cycle(refs))]
 
 
-def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: int = 3) -> dict:
-    """Run ``records`` in batches of ``batch_size`` and measure; returns the figures as a dict."""
+def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: int = 3,
+              seq_length: int | None = None) -> dict:
+    """Run ``records`` in batches of ``batch_size`` and measure; returns the figures as a dict.
+    ``seq_length``: every input truncated to at most, and padded (attention mask 0) to exactly, that
+    many tokens: the cost of a fixed sequence length, whatever the texts' own lengths."""
     if not records:
         raise DeviceError("nothing to benchmark: no valid input lines")
     load_start = time.perf_counter()
@@ -42,6 +45,9 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
         tasks = {name: engine.task(name) for name in infos}
     load_s = time.perf_counter() - load_start
     max_length = {name: info.max_length for name, info in infos.items()}
+    for name, length in max_length.items():
+        if seq_length is not None and seq_length > length:
+            raise DeviceError(f"--seq-length {seq_length}: task {name} takes at most {length} tokens (its max_length)")
     ran = list(infos.values()) if engine.graph != "backbone" else []  # --graph backbone runs no task
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
 
@@ -49,8 +55,8 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
         name = batch[0].task
         if any(r.task != name for r in batch):  # mixed tasks: one call per task, as the client does
             return sum((run([r for r in batch if r.task == t]) for t in dict.fromkeys(r.task for r in batch)), 0)
-        encodings = engine.tokenization.encode([(r.text, r.text_pair) for r in batch], max_length[name])
-        padded = pad(encodings)
+        encodings = engine.tokenization.encode([(r.text, r.text_pair) for r in batch], seq_length or max_length[name])
+        padded = pad(encodings, seq_length)
         if engine.graph == "backbone":
             engine.backbone_hidden(padded)
         else:
@@ -76,6 +82,7 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
         "runtime": str(engine.runtime),
         "threads": engine.threads,
         "batch_size": batch_size,
+        "seq_length": seq_length,  # None: each batch at its longest text's length
         "texts": len(records),
         "mean_tokens": round(tokens / len(records), 1),
         "latency_ms": {"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
@@ -94,9 +101,10 @@ def format_report(figures: dict) -> str:
     threads = figures["threads"] if figures["threads"] is not None else "default"
     memory = "n/a" if figures["peak_rss_mb"] is None else f"{figures['peak_rss_mb']:.1f} MB (max RSS)"
     deployed = f" {figures['deployment']} {figures['method'] or '?'}" if figures["deployment"] else ""
+    padded = f", padded to {figures['seq_length']}" if figures["seq_length"] else ""
     return "\n".join([
         f"benchmark: {figures['texts']} texts (task {', '.join(figures['tasks'])}{deployed}, mean "
-        f"{figures['mean_tokens']} tokens), graph {figures['graph']}, {figures['runtime']}, {threads} thread(s), "
+        f"{figures['mean_tokens']} tokens{padded}), graph {figures['graph']}, {figures['runtime']}, {threads} thread(s), "
         f"batch {figures['batch_size']}",
         f"machine:   {figures['machine']}, Python {figures['python']}",
         f"latency per batch: p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms "

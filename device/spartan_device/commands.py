@@ -174,7 +174,7 @@ def run_benchmark(bundle: Bundle, runtime, args, log) -> int:
     engine = make_engine(bundle, runtime, args, log)
     if records is None:
         records = bench.reference_records(engine, task, args.num_texts or 200)
-    figures = bench.benchmark(engine, records, args.batch_size, args.warmup)
+    figures = bench.benchmark(engine, records, args.batch_size, args.warmup, args.seq_length)
     print(json.dumps(figures) if args.json else bench.format_report(figures))
     return 1 if failed else 0
 

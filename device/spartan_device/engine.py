@@ -65,9 +65,10 @@ class Tokenization:
         return self.tokenizer(max_length).encode_batch(inputs)
 
 
-def pad(encodings: Sequence) -> Batch:
-    """Stack encodings into [B, S] int32 arrays padded with 0 (ids, mask and type ids) to the longest."""
-    width = max(len(encoding.ids) for encoding in encodings)
+def pad(encodings: Sequence, width: int | None = None) -> Batch:
+    """Stack encodings into [B, S] int32 arrays padded with 0 (ids, mask and type ids) to the longest,
+    or to ``width`` (S = width; no encoding may be longer)."""
+    width = width or max(len(encoding.ids) for encoding in encodings)
     arrays = [np.zeros((len(encodings), width), dtype=np.int32) for _ in range(3)]
     for row, encoding in enumerate(encodings):
         n = len(encoding.ids)

@@ -168,6 +168,21 @@ def test_benchmark_json(float_bundle, graph):
     assert "p50" in text and "texts/s" in text and "peak memory" in text
 
 
+def test_benchmark_at_a_fixed_sequence_length(float_bundle):
+    """--seq-length N: every input is cut and padded to N tokens, so the cost is that of N tokens; the
+    real tokens counted stay below N (SST-2 sentences are short), and above a task's max_length it stops."""
+    figures = json.loads(run_client("--bundle", float_bundle, "--task", "sst2", "--benchmark", "--input",
+                                    SAMPLES / "SST-2" / "dev.tsv", "--seq-length", 24, "--json", check_rc=0).stdout)
+    assert figures["seq_length"] == 24 and 2 < figures["mean_tokens"] <= 24
+    text = run_client("--bundle", float_bundle, "--task", "sst2", "--benchmark", "--seq-length", 8,
+                      "--num-texts", 4, check_rc=0).stdout
+    assert "padded to 8" in text
+    done = run_client("--bundle", float_bundle, "--task", "sst2", "--benchmark", "--seq-length", 33, check_rc=2)
+    assert done.stderr.strip() == "error: --seq-length 33: task sst2 takes at most 32 tokens (its max_length)"
+    done = run_client("--bundle", float_bundle, "--task", "sst2", "--text", "hi", "--seq-length", 8, check_rc=2)
+    assert "--seq-length 8: goes with --benchmark" in done.stderr
+
+
 def test_benchmark_from_input_file(float_bundle):
     figures = json.loads(run_client("--bundle", float_bundle, "--task", "sst2", "--benchmark", "--input",
                                     SAMPLES / "SST-2" / "dev.tsv", "--json", check_rc=0).stdout)

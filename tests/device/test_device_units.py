@@ -105,3 +105,14 @@ def test_scores_classification_and_regression():
     np.testing.assert_allclose([row["scores"][k] for k in "abc"], probs, atol=1e-6)
     (row,) = scores(info([], "regression"), np.array([[3.25]], dtype=np.float32))
     assert row == {"label": 3.25, "scores": {"score": 3.25}, "logits": [3.25]}
+
+
+def test_pad_to_a_fixed_width(tiny_model_dir):
+    """pad(..., width): [B, width] arrays, each row's real tokens first, then zeros with mask 0."""
+    encodings = Tokenization(tiny_model_dir / "tokenizer.json").encode([("Who wrote Hamlet?", None), ("Why?", None)], 16)
+    lengths = [len(e.ids) for e in encodings]
+    batch = pad(encodings, 16)
+    assert batch.input_ids.shape == batch.attention_mask.shape == batch.token_type_ids.shape == (2, 16)
+    assert batch.attention_mask.sum(1).tolist() == lengths and batch.num_tokens == sum(lengths)
+    for row, encoding in enumerate(encodings):
+        assert batch.input_ids[row].tolist() == encoding.ids + [0] * (16 - lengths[row])
