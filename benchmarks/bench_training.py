@@ -8,11 +8,14 @@ default learning rate). Reported per method: training seconds (the epochs' train
 loading or dev evaluation), examples/s over all epochs and over the epochs after the first (no
 graph tracing), the process's wall time, trainable parameters, the dev metric (a sanity check:
 200 examples do not make a quality table), and the training time relative to adapters (the paper
-claims SPARTAN trains 34% faster than adapters in this setting). Prints a Markdown table and writes
-JSON (default benchmarks/results/training.json, or training_quick.json with --quick).
+claims SPARTAN trains 34% faster than adapters in this setting). With ``--repeats N`` the methods
+run N times, interleaved (spartan, adapters, ..., spartan, ...), so a busy machine slows each alike;
+a row is the run with the median training time. Prints a Markdown table and writes JSON (default
+benchmarks/results/training.json, or training_quick.json with --quick).
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +38,7 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs per method (default 1)")
     parser.add_argument("--quick", action="store_true", help="48 examples, 1 epoch, 32 dev examples")
     parser.add_argument("--models-dir", help="keep the trained models here, one folder per method (default: a "
                                              "temporary folder; benchmarks/bench_device.py converts kept ones)")
@@ -57,29 +61,41 @@ def summarise(method, run, samples):
     }
 
 
+def median_run(method_runs: list) -> dict:
+    """The run with the median training time (a failed run, if any failed), with every run's seconds."""
+    failed = [run for run in method_runs if "error" in run]
+    if failed:
+        return failed[0]
+    ordered = sorted(method_runs, key=lambda run: run["train_seconds"])
+    return {**ordered[len(ordered) // 2], "train_seconds_all_runs": [run["train_seconds"] for run in method_runs]}
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.quick:
         args.samples, args.epochs, args.eval_samples = 48, 1, 32
-    if min(args.samples, args.epochs, args.eval_samples, args.batch_size) < 1:
-        raise SpartanError("--samples, --epochs, --eval-samples and --batch-size must be >= 1")
+    if min(args.samples, args.epochs, args.eval_samples, args.batch_size, args.repeats) < 1:
+        raise SpartanError("--samples, --epochs, --eval-samples, --batch-size and --repeats must be >= 1")
     if not (Path(args.data_dir) / "QNLI").is_dir() and args.task == "qnli":
         raise SpartanError(f"--data-dir {args.data_dir}: no QNLI folder (GLUE's TSV layout expected)")
     output = Path(args.output or f"benchmarks/results/training{'_quick' if args.quick else ''}.json")
 
-    rows = []
+    runs = {method: [] for method in args.methods}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as scratch:
         models = Path(args.models_dir or scratch)
-        for method in args.methods:
-            print(f"training {method} ({args.samples} examples, {args.epochs} epochs) ...", file=sys.stderr, flush=True)
-            run = train_run(method, args.task, args.data_dir, models / method,
-                            "--max-train-samples", args.samples, "--epochs", args.epochs,
-                            "--max-eval-samples", args.eval_samples, "--batch-size", args.batch_size,
-                            "--max-seq-length", args.max_seq_length, "--seed", args.seed,
-                            log=models / f"{method}.log")
-            rows.append(summarise(method, run, args.samples))
-            if "error" in run:
-                print(f"  {method} failed: {run['error']}", file=sys.stderr)
+        for repeat in range(args.repeats):
+            for method in args.methods:
+                print(f"training {method} ({args.samples} examples, {args.epochs} epochs; repeat {repeat + 1}) ...",
+                      file=sys.stderr, flush=True)
+                run = train_run(method, args.task, args.data_dir, models / method,
+                                "--max-train-samples", args.samples, "--epochs", args.epochs,
+                                "--max-eval-samples", args.eval_samples, "--batch-size", args.batch_size,
+                                "--max-seq-length", args.max_seq_length, "--seed", args.seed,
+                                log=models / f"{method}.log")
+                runs[method].append(summarise(method, run, args.samples))
+                if "error" in run:
+                    print(f"  {method} failed: {run['error']}", file=sys.stderr)
+    rows = [median_run(method_runs) for method_runs in runs.values()]
     adapters = next((r for r in rows if r["method"] == "adapters" and "error" not in r), None)
     for row in rows:
         if adapters and "error" not in row:
@@ -87,10 +103,12 @@ def main(argv=None):
 
     setting = {"task": args.task, "samples": args.samples, "epochs": args.epochs, "batch_size": args.batch_size,
                "max_seq_length": args.max_seq_length, "seed": args.seed, "eval_samples": args.eval_samples,
+               "repeats": args.repeats,
                "quick": args.quick}
     write_json(output, {"benchmark": "training", "setting": setting, "machine": machine(), "rows": rows})
     print(f"\n{args.task}, {args.samples} training examples x {args.epochs} epochs, batch {args.batch_size}, "
-          f"max length {args.max_seq_length}")
+          f"max length {args.max_seq_length}; median of {args.repeats} interleaved run(s) per method; "
+          f"load average {os.getloadavg()[0]:.1f}")
     table = []
     for row in rows:
         if "error" in row:

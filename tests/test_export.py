@@ -251,6 +251,30 @@ TEXTS = ["Hi.", ("What is the capital of France?", "Paris is the capital and lar
          "A much longer sentence, with punctuation, numbers like 1984 and rare words: quixotic zephyr."]
 
 
+@pytest.mark.parametrize("parents,children,top_k", [(16, 3, 8), (4, 1, 4), (6, 2, 1)])
+def test_inference_memory_computes_the_layers_numbers(parents, children, top_k):
+    """export.inference_memory (the form the bundle runs) == SparseMemory on both of its paths, for
+    several shapes: one child per parent, every parent chosen, a single parent chosen."""
+    import tensorflow as tf
+
+    from spartan_tf.export import inference_memory
+    from spartan_tf.memory import SparseMemory
+
+    hidden = np.random.default_rng(0).normal(0.0, 1.0, (2, 7, 24)).astype(np.float32)
+    layer = SparseMemory(parents, children, top_k, temperature=1.6, balance_loss_weight=0.0, seed=3)
+    layer.build(tf.TensorShape([None, None, 24]))
+    layer.set_weights([np.random.default_rng(i).normal(0.0, 0.5, w.shape).astype(np.float32)
+                       for i, w in enumerate(layer.get_weights())])
+    expected = {path: SparseMemory.from_config({**layer.get_config(), "path": path}) for path in ("dense", "sparse")}
+    for copy in expected.values():
+        copy.build(tf.TensorShape([None, None, 24]))
+        copy.set_weights(layer.get_weights())
+    got = inference_memory(layer)(tf.constant(hidden)).numpy()
+    for path, copy in expected.items():
+        np.testing.assert_allclose(got, copy(tf.constant(hidden)).numpy(), atol=1e-5, err_msg=path)
+    assert np.abs(got - hidden).max() > 0.05  # the memory adds something visible
+
+
 def test_float_bundle_matches_keras_numbers(float_bundle, task_dirs, tiny_backbone):
     """float32 bundle chained as on the device == the Keras model, at several lengths, same interpreter."""
     from spartan_tf import artifacts
