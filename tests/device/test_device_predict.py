@@ -163,6 +163,7 @@ def test_benchmark_json(float_bundle, graph):
     lat = figures["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
     assert figures["texts_per_s"] > 0 and figures["peak_rss_mb"] > 10
+    assert 0 < figures["cpu_ms_per_text"] < 2 * 1000 * figures["total_s"] / figures["texts"] * figures["threads"]
     assert figures["runtime"].startswith("ai_edge_litert")
     text = run_client("--bundle", float_bundle, "--task", "qnli", "--benchmark", "--num-texts", 4, check_rc=0).stdout
     assert "p50" in text and "texts/s" in text and "peak memory" in text
