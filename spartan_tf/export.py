@@ -97,8 +97,8 @@ def inference_memory(memory):
     The same numbers as the Keras layer (tested to 1e-4 through the float32 bundle), in fewer and
     cheaper TFLite ops; each op of a small per-layer graph costs microseconds at batch 1 whatever
     its size, and the layer's own formulation (one-hot top-k scatter, a softmax over [B, S, E, C]
-    groups of C = 3, reshapes) took about 0.19 ms per memory call at 64 tokens against about 0.13
-    for this one (ai-edge-litert 2.3, XNNPACK, one x86 thread):
+    groups of C = 3, reshapes) took 0.19 ms per memory call at 64 tokens against 0.12 ms for this
+    one (benchmarks/bench_memory_ops.py: ai-edge-litert 2.3, XNNPACK, one x86 thread):
 
       parent weights: softmax over the top-k parent logits, 0 elsewhere, as
           exp(l - max l) * [l >= k-th largest l] / sum(...)   (one TOPK_V2, no one-hot)
