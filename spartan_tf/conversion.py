@@ -232,27 +232,17 @@ def convert_files(scratch: Path, backbone, models: dict, tasks: dict, deployment
     elif "backbone" in paths:
         paths["float_backbone"] = paths["backbone"]
     for key, model in models.items():
-        if deployments[key] == bundle.WHOLE:
-            length = tasks[key][1]["max_seq_length"]
-            paths[key, "task"] = convert_to(scratch / bundle.task_file(key),
-                                            export.whole_signatures(model, length, options.lora_merged), weights)
-            paths[key, "float_task"] = paths[key, "task"]
-            if float_twins:
-                paths[key, "float_task"] = convert_to(scratch / f"{key}.float32.tflite",
-                                                      export.whole_signatures(model, length, options.lora_merged),
-                                                      "float32")
-            continue
-        # per_channel=False: the task file's size goal, see spartan_tf.export.to_tflite
-        paths[key, "task"] = convert_to(scratch / bundle.task_file(key), export.task_signatures(model), weights,
-                                        per_channel=False)
-        if options.fused:  # whole tasks are one graph already
+        whole = deployments[key] == bundle.WHOLE
+        # Built once for both conversions: for merged LoRA this loads and merges a backbone copy.
+        signatures = (export.whole_signatures(model, tasks[key][1]["max_seq_length"], options.lora_merged) if whole
+                      else export.task_signatures(model))
+        # per_channel=False for a split task file: its size goal, see spartan_tf.export.to_tflite
+        paths[key, "task"] = convert_to(scratch / bundle.task_file(key), signatures, weights, per_channel=whole)
+        if options.fused and not whole:  # whole tasks are one graph already
             paths[key, "fused"] = convert_to(scratch / bundle.fused_file(key),
                                              export.fused_signatures(backbone, model, max_length), weights)
-        if float_twins:
-            paths[key, "float_task"] = convert_to(scratch / f"{key}.float32.tflite", export.task_signatures(model),
-                                                  "float32")
-        else:
-            paths[key, "float_task"] = paths[key, "task"]
+        paths[key, "float_task"] = (convert_to(scratch / f"{key}.float32.tflite", signatures, "float32")
+                                    if float_twins else paths[key, "task"])
     return paths
 
 
