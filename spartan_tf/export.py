@@ -5,6 +5,7 @@ A bundle splits one task model into the pieces the device chains (see docs/bundl
     backbone.tflite   embed(input_ids, token_type_ids) -> hidden
                       layer_XX(hidden, attention_mask) -> hidden       one per encoder layer
     <task>.tflite     memory_XX(hidden) -> hidden                       one per encoder layer
+                                                                         (the last: position 0 only)
                       head(hidden) -> logits
     <task>.fused.tflite  classify(input_ids, attention_mask, token_type_ids) -> logits
 
@@ -94,46 +95,49 @@ def backbone_signatures(backbone, max_length: int, length: int | None = None) ->
 def inference_memory(memory):
     """The SparseMemory's forward for export, rewritten for TFLite: hidden [B, S, H] -> hidden + memory.
 
-    The same numbers as the Keras layer (tested to 1e-4 through the float32 bundle), in fewer and
-    cheaper TFLite ops; each op of a small per-layer graph costs microseconds at batch 1 whatever
-    its size, and the layer's own formulation (one-hot top-k scatter, a softmax over [B, S, E, C]
-    groups of C = 3, reshapes) took 0.19 ms per memory call at 64 tokens against 0.12 ms for this
-    one (benchmarks/bench_memory_ops.py: ai-edge-litert 2.3, XNNPACK, one x86 thread):
+    The same numbers as the Keras layer (tested to 1e-5 on both its paths), in fewer and cheaper
+    TFLite ops. At batch 1 each op of a small graph costs microseconds whatever its size, and
+    TOPK_V2 alone cost about 30 us at 64 tokens, more than the memory's two matmuls together
+    (benchmarks/bench_memory_ops.py, ai-edge-litert 2.3, XNNPACK, one x86 thread). So:
 
-      parent weights: softmax over the top-k parent logits, 0 elsewhere, as
-          exp(l - max l) * [l >= k-th largest l] / sum(...)   (one TOPK_V2, no one-hot)
-      child softmax within each parent: one [B, S, E] logit tensor per child slot c, so the max
-          and the sum over a parent's C children are C - 1 elementwise MAXIMUM / ADD ops;
-      memory = sum over slots of (parent weight x child weight) @ values, as one matmul on the
-          slot-major concatenation [B, S, C*E] @ [C*E, H].
-      Everything stays [B, S, ...]: no reshapes, whose shape ops cost as much as the arithmetic.
+      logits: one matmul against every key at once, [H, E + C*E] (parents, then the children
+          slot-major: column E + c*E + e is parent e's child c; the temperature folded in), split;
+      top-k without TOPK_V2: parent e is kept iff fewer than k parents have a larger logit. The
+          comparison of all pairs is a [B, S, E, E] tensor of (a_j - a_e) * 1e30 clipped to [0, 1]
+          (exactly 1 where a_j > a_e, 0 elsewhere), summed over j into e's rank;
+      parent weights: exp(a - max a) * kept / sum(...);
+      child softmax within each parent: per-parent max and sum over the C slot tensors [B, S, E];
+      memory = (child weight x parent weight) over [B, S, C*E], one matmul with the values [C*E, H].
+      Nothing is reshaped: a reshape with a dynamic length costs shape ops worth more than its data.
 
-    Ties at the k-th largest parent logit select more than k parents (the layer takes exactly k);
-    trained float32 keys make such ties vanishingly rare. The temperature is folded into the keys.
+    Ties at the k-th largest parent logit keep more than k parents (the layer takes exactly k);
+    trained float32 keys make such ties vanishingly rare.
     """
     import numpy as np
 
     slots, top_k = memory.children_per_parent, memory.top_k
-    parent_keys = tf.constant(memory.parent_keys.numpy().T)  # [H, E]
+    parents = memory.parent_keys.shape[0]
     child_keys = memory.child_keys.numpy() / memory.temperature  # [E, C, H]
-    slot_keys = [tf.constant(child_keys[:, slot, :].T) for slot in range(slots)]  # C x [H, E]
+    keys = tf.constant(np.concatenate(
+        [memory.parent_keys.numpy().T] + [child_keys[:, slot, :].T for slot in range(slots)], axis=1))  # [H, E+C*E]
     values = tf.constant(np.concatenate([memory.child_values.numpy()[:, slot, :] for slot in range(slots)]))  # [C*E, H]
 
     def run(hidden):
-        parent_logits = tf.matmul(hidden, parent_keys)  # [B, S, E]
-        top = tf.math.top_k(parent_logits, k=top_k, sorted=True).values  # [B, S, k], largest first
-        chosen = tf.cast(parent_logits >= top[..., top_k - 1:top_k], parent_logits.dtype)
-        parent_exp = tf.exp(parent_logits - top[..., :1]) * chosen
-        child_logits = [tf.matmul(hidden, keys) for keys in slot_keys]  # C x [B, S, E]
-        child_max = child_logits[0]
-        for logits in child_logits[1:]:
+        parent_logits, child_logits = tf.split(tf.matmul(hidden, keys), [parents, slots * parents], axis=-1)
+        slot_logits = tf.split(child_logits, slots, axis=-1)  # C x [B, S, E]
+        child_max = slot_logits[0]
+        for logits in slot_logits[1:]:
             child_max = tf.maximum(child_max, logits)
-        child_exp = [tf.exp(logits - child_max) for logits in child_logits]
-        child_sum = child_exp[0]
-        for exp in child_exp[1:]:
-            child_sum = child_sum + exp
+        child_exp = tf.exp(child_logits - tf.concat([child_max] * slots, axis=-1))  # [B, S, C*E]
+        child_sum = tf.add_n(tf.split(child_exp, slots, axis=-1))  # [B, S, E]
+
+        pairs = tf.expand_dims(parent_logits, -2) - tf.expand_dims(parent_logits, -1)  # [B, S, e, j]: a_j - a_e
+        rank = tf.reduce_sum(tf.clip_by_value(pairs * 1e30, 0.0, 1.0), axis=-1)  # parents above e
+        kept = tf.clip_by_value(top_k - rank, 0.0, 1.0)  # [B, S, E]: 1 for the top k, else 0
+        parent_exp = tf.exp(parent_logits - tf.reduce_max(parent_logits, axis=-1, keepdims=True)) * kept
+
         scale = parent_exp / (tf.reduce_sum(parent_exp, axis=-1, keepdims=True) * child_sum)  # [B, S, E]
-        weights = tf.concat([exp * scale for exp in child_exp], axis=-1)  # [B, S, C*E]
+        weights = child_exp * tf.concat([scale] * slots, axis=-1)  # [B, S, C*E]
         return hidden + tf.matmul(weights, values)
 
     return run
@@ -144,12 +148,20 @@ def task_signatures(model, length: int | None = None) -> dict:
     as in backbone_signatures)."""
     hidden_spec = _hidden_spec(model.backbone.hidden_size, length)
     signatures = {}
+    last = len(model.after_layers) - 1
     for index, memory in enumerate(model.after_layers):
         forward = inference_memory(memory)
 
         def run_memory(hidden, forward=forward):
             """hidden [B, S, H] -> hidden + memory(hidden) [B, S, H]."""
             return {"hidden": forward(hidden)}
+
+        def run_last_memory(hidden, forward=forward):
+            """hidden [B, S, H] -> position 0 only, [B, 1, H]: all the head reads, at 1/S of the cost."""
+            return {"hidden": forward(hidden[:, :1])}
+
+        if index == last:
+            run_memory = run_last_memory
 
         name = f"memory_{index:02d}"
         signatures[name] = _named(name, run_memory, [hidden_spec])

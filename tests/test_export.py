@@ -203,6 +203,22 @@ def test_signatures_names_and_dynamic_shapes(bundle_runs):
     assert fused == {"classify": {"inputs": ["attention_mask", "input_ids", "token_type_ids"], "outputs": ["logits"]}}
 
 
+def test_last_memory_returns_position_0_only(bundle_runs):
+    """Only position 0 reaches the head, so the last layer's memory computes just that one: [B, 1, H].
+    Every other memory keeps the whole [B, S, H]. And the task file's top-k needs no TOPK_V2 (30 us a
+    call on its own at 64 tokens)."""
+    from spartan_tf.export import operator_names
+
+    out, _, _ = bundle_runs
+    interpreter, _ = signatures_of(out / "qnli.tflite")
+    hidden = np.random.default_rng(1).normal(size=(2, 5, 32)).astype(np.float32)
+    first = interpreter.get_signature_runner("memory_00")(hidden=hidden)["hidden"]
+    last = interpreter.get_signature_runner("memory_01")(hidden=hidden)["hidden"]
+    assert first.shape == (2, 5, 32) and last.shape == (2, 1, 32)
+    assert np.abs(last - hidden[:, :1]).max() > 1e-3  # the memory did add something
+    assert "TOPK_V2" not in operator_names((out / "qnli.tflite").read_bytes())
+
+
 def test_only_builtin_ops_in_every_written_file(bundle_runs, float_bundle):
     from spartan_tf.export import operator_names
 
@@ -251,16 +267,18 @@ TEXTS = ["Hi.", ("What is the capital of France?", "Paris is the capital and lar
          "A much longer sentence, with punctuation, numbers like 1984 and rare words: quixotic zephyr."]
 
 
-@pytest.mark.parametrize("parents,children,top_k", [(16, 3, 8), (4, 1, 4), (6, 2, 1)])
-def test_inference_memory_computes_the_layers_numbers(parents, children, top_k):
+@pytest.mark.parametrize("parents,children,top_k,scale", [(16, 3, 8, 1.0), (4, 1, 4, 1.0), (6, 2, 1, 1.0),
+                                                          (16, 3, 8, 200.0)])
+def test_inference_memory_computes_the_layers_numbers(parents, children, top_k, scale):
     """export.inference_memory (the form the bundle runs) == SparseMemory on both of its paths, for
-    several shapes: one child per parent, every parent chosen, a single parent chosen."""
+    several shapes: one child per parent, every parent chosen, a single parent chosen; and logits in
+    the hundreds (``scale``), where an exponential without its max subtracted would overflow."""
     import tensorflow as tf
 
     from spartan_tf.export import inference_memory
     from spartan_tf.memory import SparseMemory
 
-    hidden = np.random.default_rng(0).normal(0.0, 1.0, (2, 7, 24)).astype(np.float32)
+    hidden = np.random.default_rng(0).normal(0.0, scale, (2, 7, 24)).astype(np.float32)
     layer = SparseMemory(parents, children, top_k, temperature=1.6, balance_loss_weight=0.0, seed=3)
     layer.build(tf.TensorShape([None, None, 24]))
     layer.set_weights([np.random.default_rng(i).normal(0.0, 0.5, w.shape).astype(np.float32)
@@ -271,8 +289,36 @@ def test_inference_memory_computes_the_layers_numbers(parents, children, top_k):
         copy.set_weights(layer.get_weights())
     got = inference_memory(layer)(tf.constant(hidden)).numpy()
     for path, copy in expected.items():
-        np.testing.assert_allclose(got, copy(tf.constant(hidden)).numpy(), atol=1e-5, err_msg=path)
+        np.testing.assert_allclose(got, copy(tf.constant(hidden)).numpy(), atol=1e-5 * scale, err_msg=path)
     assert np.abs(got - hidden).max() > 0.05  # the memory adds something visible
+
+
+def test_inference_memory_keeps_the_top_k_parents_by_rank():
+    """The top-k without TOPK_V2, against numpy: with parent keys that are multiples of one vector,
+    the parent logits of a position are known exactly, so the parents kept are known too; a tie at
+    the k-th largest logit keeps both tied parents (documented in inference_memory)."""
+    import tensorflow as tf
+
+    from spartan_tf.export import inference_memory
+    from spartan_tf.memory import SparseMemory
+
+    layer = SparseMemory(4, 1, 2, temperature=1.0, balance_loss_weight=0.0, seed=3)
+    layer.build(tf.TensorShape([None, None, 3]))
+    direction = np.array([1.0, 0.0, 0.0], np.float32)
+    parent_keys = np.stack([3.0 * direction, 1.0 * direction, 2.0 * direction, 2.0 * direction])  # logits 3h, h, 2h, 2h
+    values = np.broadcast_to(np.arange(1, 5, dtype=np.float32)[:, None, None], (4, 1, 3))
+    layer.set_weights([parent_keys, np.zeros((4, 1, 3), np.float32), values])  # parent e adds e + 1 to every unit
+    hidden = np.array([[[0.5, 0.0, 0.0], [-0.5, 0.0, 0.0]]], np.float32)
+    got = inference_memory(layer)(tf.constant(hidden)).numpy() - hidden
+
+    def expected(logits, kept):
+        weights = np.where(kept, np.exp(logits - logits.max()), 0.0)
+        return float((weights / weights.sum()) @ np.arange(1, 5))
+
+    logits = 0.5 * np.array([3.0, 1.0, 2.0, 2.0])  # kept: parent 0, and the tie of parents 2 and 3
+    np.testing.assert_allclose(got[0, 0], expected(logits, [True, False, True, True]), rtol=1e-6)
+    logits = -logits  # the order reverses: parent 1, then the tie of 2 and 3
+    np.testing.assert_allclose(got[0, 1], expected(logits, [False, True, True, True]), rtol=1e-6)
 
 
 def test_float_bundle_matches_keras_numbers(float_bundle, task_dirs, tiny_backbone):
