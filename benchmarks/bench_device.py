@@ -4,26 +4,33 @@ merged, and full fine-tuning, through the device client, all in one run.
     .venv/bin/python benchmarks/bench_device.py --models-dir models/bench-fewshot
     .venv/bin/python benchmarks/bench_device.py --models-dir models/bench-fewshot --quick
 
-Every measurement is one ``python device/infer.py --benchmark --json`` process (batch 1, as
-requests arrive; tokenization included): texts/s and p50/p90 latency, for 1 and 2 threads, at
-sequence lengths 64 and 128 (every input padded or truncated to exactly that many tokens) and at
-QNLI dev's real lengths. The seven rows run interleaved, repeat after repeat, so a busy machine
-slows them alike; each cell is the median run (by throughput). Ratios: latency against the backbone
-alone (the limit: no task at all) and throughput against adapters. CPU ms/text (the client's process
-CPU time, all threads) is steadier than wall time when other work shares the machine. The bundles come from
-benchmarks/method_bundles.py (converted when missing). Prints Markdown tables, writes JSON
-(default benchmarks/results/device.json) and a PNG plot beside it.
+The seven rows run in this one process through the device client's own code (device/spartan_device:
+tokenization, padding and the interpreter calls, as ``infer.py`` runs them), batch 1, on the first
+``--num-texts`` QNLI dev pairs: padded or cut to exactly 64 or 128 tokens, or at their real
+lengths; with 1 and 2 threads. The rows take turns in blocks of ``--block`` texts, the order
+rotating from block to block, for ``--repeats`` passes: a host whose speed drifts (this VM's moved
+by 25% from one minute to the next) slows every row alike, so the ratios hold even when the
+absolute figures move. Per cell: texts/s, p50/p90 latency per text, and process CPU time per text
+(all threads); ratios of latency and CPU time against the backbone alone (the limit: no task at
+all) and of throughput against adapters. Each row also runs once as ``python device/infer.py
+--benchmark --json`` (1 thread, real lengths, 30 texts), which shows the command line runs it and
+gives its peak memory. The bundles come from benchmarks/method_bundles.py (converted when
+missing). Prints Markdown tables, writes JSON (default benchmarks/results/device.json) and a PNG
+plot beside it.
 """
 
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device"))
 
 from benchmarks.method_bundles import REPO, ensure_bundles  # noqa: E402
 from benchmarks.method_runs import machine, print_table, write_json  # noqa: E402
@@ -37,6 +44,7 @@ ROWS = {  # label -> (bundle form, --graph)
     "LoRA merged": ("lora-merged", "auto"),
     "full": ("full", "auto"),
 }
+TASK = "qnli"
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "glue" / "QNLI" / "dev.tsv"
 
 
@@ -48,37 +56,103 @@ def build_parser():
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--lengths", nargs="+", default=["64", "128", "real"], help="token counts, or 'real'")
     parser.add_argument("--num-texts", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="30 texts, 1 repeat, 1 thread, real lengths")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the texts (default 3)")
+    parser.add_argument("--block", type=int, default=10, help="texts a row runs before the next row's turn")
+    parser.add_argument("--quick", action="store_true", help="30 texts, 1 pass, 1 thread, real lengths")
     parser.add_argument("--output", help="JSON (default benchmarks/results/device[_quick].json)")
     return parser
 
 
-def run_client(bundle: Path, graph: str, threads: int, length: str, args) -> dict:
-    command = [sys.executable, str(REPO / "device" / "infer.py"), "--bundle", str(bundle), "--task", "qnli",
-               "--benchmark", "--json", "--graph", graph, "--threads", str(threads), "--batch-size", "1",
-               "--num-texts", str(args.num_texts), "--warmup", "10", "--input", args.input]
-    if length != "real":
-        command += ["--seq-length", length]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        sys.exit(f"error: {' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
-    return {**json.loads(done.stdout), "command": " ".join(command)}
+def read_pairs(path: str, count: int) -> list:
+    """The first ``count`` (text, text_pair) of a QNLI TSV, read by the client's own reader."""
+    from spartan_device.inputs import Record, read_records
+
+    with open(path, "rb") as handle:
+        records = [r for r in read_records(handle, path, default_task=TASK) if isinstance(r, Record)]
+    return [(r.text, r.text_pair) for r in records[:count]]
 
 
-def median_run(runs: list) -> dict:
-    """The run with the median throughput, its CPU time replaced by the median over all runs."""
-    chosen = sorted(runs, key=lambda f: f["texts_per_s"])[len(runs) // 2]
-    return {**chosen, "cpu_ms_per_text": statistics.median(f["cpu_ms_per_text"] for f in runs)}
+def load_engines(bundles: dict, threads: int) -> dict:
+    """{row label: a device Engine for it}, every file loaded and warmed up."""
+    from spartan_device.bundle import read_bundle
+    from spartan_device.engine import Engine
+    from spartan_device.runtime import choose_runtime
+
+    runtime = choose_runtime()
+    engines = {}
+    for label, (form, graph) in ROWS.items():
+        engine = Engine(read_bundle(bundles[form]), runtime, threads=threads, graph=graph)
+        engine.backbone("--graph backbone") if graph == "backbone" else engine.task(TASK)
+        engines[label] = engine
+    return engines
+
+
+def classify(engine, pair, length: int | None) -> int:
+    """One text through one row, as the client's --benchmark times it: tokenize, pad, run. Returns its tokens."""
+    from spartan_device.engine import pad
+
+    info = engine.bundle.task(TASK)
+    batch = pad(engine.tokenization.encode([pair], length or info.max_length), length)
+    if engine.graph == "backbone":
+        engine.backbone_hidden(batch)
+    else:
+        engine.logits(engine.task(TASK), batch)
+    return batch.num_tokens
+
+
+def measure(engines: dict, pairs: list, length: int | None, repeats: int, block: int) -> dict:
+    """{row: figures}: the rows take turns in blocks of ``block`` texts, rotating who goes first."""
+    labels = list(engines)
+    for label in labels:  # warm-up, untimed
+        for pair in pairs[:5]:
+            classify(engines[label], pair, length)
+    latencies = {label: [] for label in labels}
+    cpu_seconds = dict.fromkeys(labels, 0.0)
+    tokens = dict.fromkeys(labels, 0)
+    turn = 0
+    for _ in range(repeats):
+        for start in range(0, len(pairs), block):
+            order = labels[turn % len(labels):] + labels[:turn % len(labels)]
+            turn += 1
+            for label in order:
+                cpu_start = time.process_time()
+                for pair in pairs[start:start + block]:
+                    t0 = time.perf_counter()
+                    tokens[label] += classify(engines[label], pair, length)
+                    latencies[label].append(1000.0 * (time.perf_counter() - t0))
+                cpu_seconds[label] += time.process_time() - cpu_start
+    figures = {}
+    for label in labels:
+        lat = np.asarray(latencies[label])
+        figures[label] = {"texts": len(lat), "mean_tokens": round(tokens[label] / len(lat), 1),
+                          "texts_per_s": round(1000.0 * len(lat) / lat.sum(), 1),
+                          "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
+                                         "p90": round(float(np.percentile(lat, 90)), 3)},
+                          "cpu_ms_per_text": round(1000.0 * cpu_seconds[label] / len(lat), 3)}
+    return figures
+
+
+def peak_memory(bundles: dict, args) -> dict:
+    """{row: peak RSS MB} from one ``infer.py --benchmark --json`` run per row (1 thread, real lengths)."""
+    peaks = {}
+    for label, (form, graph) in ROWS.items():
+        command = [sys.executable, str(REPO / "device" / "infer.py"), "--bundle", str(bundles[form]), "--task", TASK,
+                   "--benchmark", "--json", "--graph", graph, "--threads", "1", "--batch-size", "1",
+                   "--num-texts", "30", "--input", args.input]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        if done.returncode != 0:
+            sys.exit(f"error: {' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+        peaks[label] = json.loads(done.stdout)["peak_rss_mb"]
+    return peaks
 
 
 def table(cells: dict) -> list:
-    """Rows for one (threads, length): texts/s, p50, p90, latency vs backbone, throughput vs adapters."""
+    """Rows for one (threads, length): texts/s, p50, p90, latency vs backbone, throughput vs adapters, CPU."""
     backbone, adapters = cells["backbone alone"], cells["adapters"]
     return [[label, f"{c['texts_per_s']:.1f}", f"{c['latency_ms']['p50']:.2f}", f"{c['latency_ms']['p90']:.2f}",
-             f"{c['latency_ms']['p50'] / backbone['latency_ms']['p50']:.2f}x",
+             f"{c['latency_ms']['p50'] / backbone['latency_ms']['p50']:.3f}x",
              f"{c['texts_per_s'] / adapters['texts_per_s']:.2f}x", f"{c['cpu_ms_per_text']:.2f}",
-             f"{c['cpu_ms_per_text'] / backbone['cpu_ms_per_text']:.2f}x", f"{c['peak_rss_mb']:.0f}"]
+             f"{c['cpu_ms_per_text'] / backbone['cpu_ms_per_text']:.3f}x"]
             for label, c in cells.items()]
 
 
@@ -96,7 +170,7 @@ def plot(results: dict, path: Path):
         ax.bar([c + i * width for c in range(len(configs))], [results[k][label]["texts_per_s"] for k in configs],
                width, label=label)
     ax.set_xticks([c + 0.4 - width / 2 for c in range(len(configs))], configs)
-    ax.set_ylabel("texts/s (batch 1, median run)")
+    ax.set_ylabel("texts/s (batch 1)")
     ax.set_title("Device client throughput per method (int8, ai-edge-litert)")
     ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
@@ -111,45 +185,50 @@ def main(argv=None):
     if args.quick:
         args.num_texts, args.repeats, args.threads, args.lengths = 30, 1, [1], ["real"]
     bad = [length for length in args.lengths if length != "real" and not (length.isdigit() and int(length) >= 2)]
-    if bad or min(args.threads) < 1 or args.num_texts < 1 or args.repeats < 1:
-        sys.exit(f"error: --lengths takes token counts >= 2 or 'real' (got {bad}); --threads, --num-texts and "
-                 f"--repeats must be >= 1")
+    if bad or min(args.threads) < 1 or min(args.num_texts, args.repeats, args.block) < 1:
+        sys.exit(f"error: --lengths takes token counts >= 2 or 'real' (got {bad}); --threads, --num-texts, "
+                 f"--repeats and --block must be >= 1")
     if not Path(args.input).is_file():
         sys.exit(f"error: --input {args.input}: no such file (QNLI dev TSV expected)")
     output = Path(args.output or f"benchmarks/results/device{'_quick' if args.quick else ''}.json")
     bundles = ensure_bundles(args.models_dir, args.bundles_dir)
+    pairs = read_pairs(args.input, args.num_texts)
 
-    load_before, runs, results = os.getloadavg(), {}, {}
+    load_before, started, results = os.getloadavg(), time.time(), {}
     for threads in args.threads:
+        engines = load_engines(bundles, threads)
         for length in args.lengths:
             key = f"{threads} thread{'s' if threads > 1 else ''}, length {length}"
-            runs[key] = {label: [] for label in ROWS}
-            for repeat in range(args.repeats):
-                for label, (form, graph) in ROWS.items():
-                    figures = run_client(bundles[form], graph, threads, length, args)
-                    runs[key][label].append(figures)
-                    print(f"  {key}, repeat {repeat + 1}: {label} {figures['texts_per_s']} texts/s",
-                          file=sys.stderr, flush=True)
-            results[key] = {label: median_run(r) for label, r in runs[key].items()}
+            results[key] = measure(engines, pairs, None if length == "real" else int(length), args.repeats, args.block)
+            split = results[key]["SPARTAN split"]["cpu_ms_per_text"] / results[key]["backbone alone"]["cpu_ms_per_text"]
+            print(f"  {key}: SPARTAN split CPU / backbone alone {split:.3f} ({time.time() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
+        del engines
     load_after = os.getloadavg()
+    peaks = peak_memory(bundles, args)
 
-    first = next(iter(next(iter(results.values())).values()))
-    print(f"\n{args.num_texts} QNLI dev pairs per run, batch 1, {first['runtime']}, int8 bundles; median of "
-          f"{args.repeats} interleaved runs; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    from spartan_device.runtime import choose_runtime
+
+    print(f"\n{len(pairs)} QNLI dev pairs x {args.repeats} passes, batch 1, {choose_runtime()}, int8 bundles; rows "
+          f"interleaved in blocks of {args.block} texts; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     for key, cells in results.items():
         print(f"\n{key} (mean {cells['SPARTAN split']['mean_tokens']} tokens)\n")
         print_table(["deployment", "texts/s", "p50 ms", "p90 ms", "latency vs backbone", "throughput vs adapters",
-                     "CPU ms/text", "CPU vs backbone", "peak RSS MB"], table(cells))
-    for measure, value in (("p50 latency", lambda c: c["latency_ms"]["p50"]), ("CPU per text", lambda c: c["cpu_ms_per_text"])):
+                     "CPU ms/text", "CPU vs backbone"], table(cells))
+    print("\npeak memory of one `infer.py --benchmark` process (1 thread, real lengths)\n")
+    print_table(["deployment", "peak RSS MB"], [[label, f"{mb:.0f}"] for label, mb in peaks.items()])
+    for measure_name, value in (("p50 latency", lambda c: c["latency_ms"]["p50"]),
+                                ("CPU per text", lambda c: c["cpu_ms_per_text"])):
         ratios = [value(cells["SPARTAN split"]) / value(cells["backbone alone"]) for cells in results.values()]
-        print(f"\nSPARTAN split {measure} / backbone alone: {', '.join(f'{r:.2f}' for r in ratios)} "
-              f"(goal <= 1.05; median {statistics.median(ratios):.2f})")
+        print(f"\nSPARTAN split {measure_name} / backbone alone: {', '.join(f'{r:.3f}' for r in ratios)} "
+              f"(goal <= 1.05)")
     write_json(output, {"benchmark": "device", "machine": {**machine(), "load_before": load_before,
                                                            "load_after": load_after},
-                        "setting": {"threads": args.threads, "lengths": args.lengths, "num_texts": args.num_texts,
-                                    "repeats": args.repeats, "input": args.input, "batch_size": 1},
+                        "setting": {"threads": args.threads, "lengths": args.lengths, "num_texts": len(pairs),
+                                    "repeats": args.repeats, "block": args.block, "input": args.input,
+                                    "batch_size": 1},
                         "bundles": {form: str(path) for form, path in bundles.items()},
-                        "median": results, "runs": runs})
+                        "cells": results, "peak_rss_mb": peaks})
     plot(results, output.with_suffix(".png"))
     print(f"\nwrote {output} and {output.with_suffix('.png')}")
 

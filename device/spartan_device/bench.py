@@ -117,7 +117,17 @@ def format_report(figures: dict) -> str:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process (getrusage), in MB; None where unavailable."""
+    """Peak resident memory of this process, in MB; None where unavailable. Linux: VmHWM of
+    /proc/self/status, which starts afresh with the program. getrusage's ru_maxrss (the fallback)
+    keeps the peak of a parent that forked it, so a client started by a large process reported
+    the parent's memory."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:

@@ -116,3 +116,19 @@ def test_pad_to_a_fixed_width(tiny_model_dir):
     assert batch.attention_mask.sum(1).tolist() == lengths and batch.num_tokens == sum(lengths)
     for row, encoding in enumerate(encodings):
         assert batch.input_ids[row].tolist() == encoding.ids + [0] * (16 - lengths[row])
+
+
+def test_peak_memory_is_the_programs_own_not_its_parents():
+    """The --benchmark peak memory of a client started by a large process is the client's: getrusage's
+    ru_maxrss would report the parent's 300 MB (it survives fork and exec)."""
+    import subprocess
+
+    from spartan_device.bench import peak_rss_mb
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    parent = peak_rss_mb()
+    child = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "from spartan_device.bench import peak_rss_mb; print(peak_rss_mb())", str(REPO / "device")],
+                           capture_output=True, text=True, check=True)
+    assert parent > 300 and ballast.sum() > 0
+    assert 1 < float(child.stdout) < 100
