@@ -28,9 +28,11 @@ FORMS = {  # bundle folder -> (method folder, extra converter flags)
 
 
 def ensure_bundles(models_dir, bundles_dir, check_samples: int = 200) -> dict:
-    """{form: bundle dir}, converting the missing ones; exits with a message if a model is missing."""
+    """{form: bundle dir}, converting the missing ones; exits with a message if a model they need is
+    missing. Bundles already there need no models (e.g. bundles copied to a Raspberry Pi)."""
     models_dir, bundles_dir = Path(models_dir), Path(bundles_dir)
-    missing = sorted({method for method, _ in FORMS.values() if not (models_dir / method / "config.json").is_file()})
+    to_convert = [form for form in FORMS if not (bundles_dir / form / "manifest.json").is_file()]
+    missing = sorted({FORMS[form][0] for form in to_convert if not (models_dir / FORMS[form][0] / "config.json").is_file()})
     if missing:
         sys.exit(f"error: --models-dir {models_dir}: no trained model for {', '.join(missing)} (expected "
                  f"{models_dir}/<method>/config.json, as benchmarks/bench_training.py --models-dir writes)")

@@ -101,7 +101,10 @@ def inference_memory(memory):
     (benchmarks/bench_memory_ops.py, ai-edge-litert 2.3, XNNPACK, one x86 thread). So:
 
       logits: one matmul against every key at once, [H, E + C*E] (parents, then the children
-          slot-major: column E + c*E + e is parent e's child c; the temperature folded in), split;
+          slot-major: column E + c*E + e is parent e's child c; the temperature folded in), split.
+          Each key column is stored scaled to max |.| = 1 and its scale multiplied back after the
+          split, so the task file's one int8 scale per tensor costs no column its precision. (A
+          multiply right after the matmul would be folded back into the kernel by the converter);
       top-k without TOPK_V2: parent e is kept iff fewer than k parents have a larger logit. The
           comparison of all pairs is a [B, S, E, E] tensor of (a_j - a_e) * 1e30 clipped to [0, 1]
           (exactly 1 where a_j > a_e, 0 elsewhere), summed over j into e's rank;
@@ -118,12 +121,16 @@ def inference_memory(memory):
     slots, top_k = memory.children_per_parent, memory.top_k
     parents = memory.parent_keys.shape[0]
     child_keys = memory.child_keys.numpy() / memory.temperature  # [E, C, H]
-    keys = tf.constant(np.concatenate(
-        [memory.parent_keys.numpy().T] + [child_keys[:, slot, :].T for slot in range(slots)], axis=1))  # [H, E+C*E]
+    keys = np.concatenate([memory.parent_keys.numpy().T] + [child_keys[:, slot, :].T for slot in range(slots)], axis=1)
+    column_scale = np.abs(keys).max(axis=0)  # [E + C*E]
+    column_scale[column_scale == 0] = 1.0
+    unit_keys = tf.constant(keys / column_scale)  # [H, E + C*E], every column's max |.| 1
+    parent_scale, child_scale = tf.constant(column_scale[:parents]), tf.constant(column_scale[parents:])
     values = tf.constant(np.concatenate([memory.child_values.numpy()[:, slot, :] for slot in range(slots)]))  # [C*E, H]
 
     def run(hidden):
-        parent_logits, child_logits = tf.split(tf.matmul(hidden, keys), [parents, slots * parents], axis=-1)
+        parent_logits, child_logits = tf.split(tf.matmul(hidden, unit_keys), [parents, slots * parents], axis=-1)
+        parent_logits, child_logits = parent_logits * parent_scale, child_logits * child_scale
         slot_logits = tf.split(child_logits, slots, axis=-1)  # C x [B, S, E]
         child_max = slot_logits[0]
         for logits in slot_logits[1:]:

@@ -293,6 +293,32 @@ def test_inference_memory_computes_the_layers_numbers(parents, children, top_k, 
     assert np.abs(got - hidden).max() > 0.05  # the memory adds something visible
 
 
+def test_int8_memory_keeps_small_keys_precise():
+    """The task file quantizes with one int8 scale per tensor. Parent keys 100x smaller than the
+    child keys would round to a few levels under a shared scale and weigh the wrong parents (75%
+    mean error here); inference_memory's per-column scales keep the int8 memory within a few % of
+    the float one."""
+    import tensorflow as tf
+
+    from spartan_tf.export import _named, inference_memory, to_tflite
+    from spartan_tf.memory import SparseMemory
+    from spartan_tf.parity import interpreter_class
+
+    layer = SparseMemory(16, 2, 4, temperature=1.0, balance_loss_weight=0.0, seed=3)
+    layer.build(tf.TensorShape([None, None, 64]))  # keys [64, 48]: big enough to be quantized
+    rng = np.random.default_rng(0)
+    parent_keys, child_keys, values = (rng.normal(0.0, 1.0, w.shape).astype(np.float32) for w in layer.get_weights())
+    layer.set_weights([parent_keys, child_keys * 100.0, values])
+    forward = inference_memory(layer)
+    signature = _named("memory_00", lambda hidden: {"hidden": forward(hidden)},
+                       [tf.TensorSpec([None, None, 64], tf.float32)])
+    runner = interpreter_class()(model_content=to_tflite({"memory_00": signature}, "int8", per_channel=False))
+    hidden = rng.normal(0.0, 1.0, (1, 50, 64)).astype(np.float32)
+    got = runner.get_signature_runner("memory_00")(hidden=hidden)["hidden"] - hidden
+    expected = layer(tf.constant(hidden)).numpy() - hidden
+    assert np.abs(got - expected).mean() < 0.1 * np.abs(expected).mean()
+
+
 def test_inference_memory_keeps_the_top_k_parents_by_rank():
     """The top-k without TOPK_V2, against numpy: with parent keys that are multiples of one vector,
     the parent logits of a position are known exactly, so the parents kept are known too; a tie at
