@@ -159,16 +159,10 @@ def task_signatures(model, length: int | None = None) -> dict:
     for index, memory in enumerate(model.after_layers):
         forward = inference_memory(memory)
 
-        def run_memory(hidden, forward=forward):
-            """hidden [B, S, H] -> hidden + memory(hidden) [B, S, H]."""
-            return {"hidden": forward(hidden)}
-
-        def run_last_memory(hidden, forward=forward):
-            """hidden [B, S, H] -> position 0 only, [B, 1, H]: all the head reads, at 1/S of the cost."""
-            return {"hidden": forward(hidden[:, :1])}
-
-        if index == last:
-            run_memory = run_last_memory
+        def run_memory(hidden, forward=forward, first_only=index == last):
+            """hidden [B, S, H] -> hidden + memory(hidden) [B, S, H]; the last layer's memory computes
+            position 0 only, [B, 1, H]: all the head reads, at 1/S of the cost."""
+            return {"hidden": forward(hidden[:, :1] if first_only else hidden)}
 
         name = f"memory_{index:02d}"
         signatures[name] = _named(name, run_memory, [hidden_spec])
