@@ -107,7 +107,8 @@ def inference_memory(memory):
           multiply right after the matmul would be folded back into the kernel by the converter);
       top-k without TOPK_V2: parent e is kept iff fewer than k parents have a larger logit. The
           comparison of all pairs is a [B, S, E, E] tensor of (a_j - a_e) * 1e30 clipped to [0, 1]
-          (exactly 1 where a_j > a_e, 0 elsewhere), summed over j into e's rank;
+          (1 where a_j exceeds a_e by 1e-30 or more, 0 where it does not exceed it), summed over j
+          into e's rank;
       parent weights: exp(a - max a) * kept / sum(...);
       child softmax within each parent: per-parent max and sum over the C slot tensors [B, S, E];
       memory = (child weight x parent weight) over [B, S, C*E], one matmul with the values [C*E, H].
