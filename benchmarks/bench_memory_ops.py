@@ -56,7 +56,7 @@ def main(argv=None):
     for label, forward in forms.items():
         def run(hidden, forward=forward):
             return {"hidden": forward(hidden)}
-        flatbuffer = export.to_tflite({"memory_00": export._named("memory_00", run, [spec])}, "int8", per_channel=False)
+        flatbuffer = export.to_tflite({"memory_00": export.signature_function("memory_00", run, [spec])}, "int8", per_channel=False)
         interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
         runners[label] = (interpreter, interpreter.get_signature_runner("memory_00"), len(export.operator_names(flatbuffer)))
 

@@ -40,7 +40,7 @@ def _hidden_spec(hidden_size: int, length: int | None):
     return tf.TensorSpec([None, None, hidden_size] if length is None else [1, length, hidden_size], tf.float32)
 
 
-def _named(name: str, python_function, input_signature):
+def signature_function(name: str, python_function, input_signature):
     """A tf.function whose signature key is ``name`` (two functions of one name would merge)."""
     python_function.__name__ = name
     return tf.function(python_function, input_signature=input_signature, autograph=False)
@@ -85,10 +85,10 @@ def backbone_signatures(backbone, max_length: int, length: int | None = None) ->
         return layer
 
     hidden_spec, ids_spec = _hidden_spec(backbone.hidden_size, length), _ids_spec(length)
-    signatures = {"embed": _named("embed", embed, [ids_spec, ids_spec])}
+    signatures = {"embed": signature_function("embed", embed, [ids_spec, ids_spec])}
     for index in range(backbone.num_layers):
         name = f"layer_{index:02d}"
-        signatures[name] = _named(name, make_layer(index), [hidden_spec, ids_spec])
+        signatures[name] = signature_function(name, make_layer(index), [hidden_spec, ids_spec])
     return signatures
 
 
@@ -166,13 +166,13 @@ def task_signatures(model, length: int | None = None) -> dict:
             return {"hidden": forward(hidden[:, :1] if first_only else hidden)}
 
         name = f"memory_{index:02d}"
-        signatures[name] = _named(name, run_memory, [hidden_spec])
+        signatures[name] = signature_function(name, run_memory, [hidden_spec])
 
     def head(hidden):
         """hidden [B, S, H] -> logits [B, num_outputs] (reads position 0)."""
         return {"logits": model.head(hidden, training=False)}
 
-    signatures["head"] = _named("head", head, [hidden_spec])
+    signatures["head"] = signature_function("head", head, [hidden_spec])
     return signatures
 
 
@@ -189,7 +189,7 @@ def fused_signatures(backbone, model, max_length: int, length: int | None = None
         return {"logits": pieces["head"](hidden)["logits"]}
 
     ids_spec = _ids_spec(length)
-    return {"classify": _named("classify", classify, [ids_spec, ids_spec, ids_spec])}
+    return {"classify": signature_function("classify", classify, [ids_spec, ids_spec, ids_spec])}
 
 
 def whole_signatures(model, max_length: int, lora_merged: bool = True, length: int | None = None) -> dict:
@@ -225,7 +225,7 @@ def whole_signatures(model, max_length: int, lora_merged: bool = True, length: i
         return {"logits": model.head(hidden, training=False)}
 
     ids_spec = _ids_spec(length)
-    return {"classify": _named("classify", classify, [ids_spec, ids_spec, ids_spec])}
+    return {"classify": signature_function("classify", classify, [ids_spec, ids_spec, ids_spec])}
 
 
 # --------------------------------------------------------------------------- conversion

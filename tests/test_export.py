@@ -300,7 +300,7 @@ def test_int8_memory_keeps_small_keys_precise():
     the float one."""
     import tensorflow as tf
 
-    from spartan_tf.export import _named, inference_memory, to_tflite
+    from spartan_tf.export import inference_memory, signature_function, to_tflite
     from spartan_tf.memory import SparseMemory
     from spartan_tf.parity import interpreter_class
 
@@ -310,7 +310,7 @@ def test_int8_memory_keeps_small_keys_precise():
     parent_keys, child_keys, values = (rng.normal(0.0, 1.0, w.shape).astype(np.float32) for w in layer.get_weights())
     layer.set_weights([parent_keys, child_keys * 100.0, values])
     forward = inference_memory(layer)
-    signature = _named("memory_00", lambda hidden: {"hidden": forward(hidden)},
+    signature = signature_function("memory_00", lambda hidden: {"hidden": forward(hidden)},
                        [tf.TensorSpec([None, None, 64], tf.float32)])
     runner = interpreter_class()(model_content=to_tflite({"memory_00": signature}, "int8", per_channel=False))
     hidden = rng.normal(0.0, 1.0, (1, 50, 64)).astype(np.float32)
@@ -427,7 +427,7 @@ def test_parity_failure_exits_1_and_writes_nothing(tmp_path, monkeypatch, task_d
         signatures = original(model)
         head = signatures["head"]
         spec = head.input_signature
-        signatures["head"] = export._named("head", lambda hidden: {"logits": -head(hidden)["logits"]}, spec)
+        signatures["head"] = export.signature_function("head", lambda hidden: {"logits": -head(hidden)["logits"]}, spec)
         return signatures
 
     monkeypatch.setattr(export, "task_signatures", broken_task_signatures)
