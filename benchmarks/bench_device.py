@@ -20,6 +20,7 @@ plot beside it.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -229,6 +230,9 @@ def main(argv=None):
                                     "batch_size": 1},
                         "bundles": {form: str(path) for form, path in bundles.items()},
                         "cells": results, "peak_rss_mb": peaks})
+    if importlib.util.find_spec("matplotlib") is None:  # not in device/requirements.txt: a Pi may lack it
+        print(f"\nwrote {output} (no plot: matplotlib is not installed)")
+        return
     plot(results, output.with_suffix(".png"))
     print(f"\nwrote {output} and {output.with_suffix('.png')}")
 
