@@ -74,17 +74,25 @@ def read_pairs(path: str, count: int) -> list:
 
 
 def load_engines(bundles: dict, threads: int) -> dict:
-    """{row label: a device Engine for it}, every file loaded and warmed up."""
+    """{row label: a device Engine for it}, every file loaded and warmed up; exits with the client's
+    message if a bundle cannot be used."""
     from spartan_device.bundle import read_bundle
     from spartan_device.engine import Engine
+    from spartan_device.errors import DeviceError
     from spartan_device.runtime import choose_runtime
 
-    runtime = choose_runtime()
     engines = {}
-    for label, (form, graph) in ROWS.items():
-        engine = Engine(read_bundle(bundles[form]), runtime, threads=threads, graph=graph)
-        engine.backbone("--graph backbone") if graph == "backbone" else engine.task(TASK)
-        engines[label] = engine
+    try:
+        runtime = choose_runtime()
+        for label, (form, graph) in ROWS.items():
+            engine = Engine(read_bundle(bundles[form]), runtime, threads=threads, graph=graph)
+            if graph == "backbone":
+                engine.backbone("--graph backbone")
+            else:
+                engine.task(TASK)
+            engines[label] = engine
+    except DeviceError as err:
+        sys.exit(f"error: {err}")
     return engines
 
 
