@@ -96,12 +96,12 @@ def load_engines(bundles: dict, threads: int) -> dict:
     return engines
 
 
-def classify(engine, pair, length: int | None) -> int:
-    """One text through one row, as the client's --benchmark times it: tokenize, pad, run. Returns its tokens."""
+def classify(engine, pair, length: int | None, max_length: int) -> int:
+    """One text through one row, as the client's --benchmark times it: tokenize (truncating to the
+    task's ``max_length``), pad to ``length`` (None: its own), run. Returns its tokens."""
     from spartan_device.engine import pad
 
-    info = engine.bundle.task(TASK)
-    batch = pad(engine.tokenization.encode([pair], length or info.max_length), length)
+    batch = pad(engine.tokenization.encode([pair], length or max_length), length)
     if engine.graph == "backbone":
         engine.backbone_hidden(batch)
     else:
@@ -112,9 +112,10 @@ def classify(engine, pair, length: int | None) -> int:
 def measure(engines: dict, pairs: list, length: int | None, repeats: int, block: int) -> dict:
     """{row: figures}: the rows take turns in blocks of ``block`` texts, rotating who goes first."""
     labels = list(engines)
+    max_lengths = {label: engine.bundle.task(TASK).max_length for label, engine in engines.items()}  # read once
     for label in labels:  # warm-up, untimed
         for pair in pairs[:5]:
-            classify(engines[label], pair, length)
+            classify(engines[label], pair, length, max_lengths[label])
     latencies = {label: [] for label in labels}
     cpu_seconds = dict.fromkeys(labels, 0.0)
     tokens = dict.fromkeys(labels, 0)
@@ -127,7 +128,7 @@ def measure(engines: dict, pairs: list, length: int | None, repeats: int, block:
                 cpu_start = time.process_time()
                 for pair in pairs[start:start + block]:
                     t0 = time.perf_counter()
-                    tokens[label] += classify(engines[label], pair, length)
+                    tokens[label] += classify(engines[label], pair, length, max_lengths[label])
                     latencies[label].append(1000.0 * (time.perf_counter() - t0))
                 cpu_seconds[label] += time.process_time() - cpu_start
     figures = {}
