@@ -94,10 +94,12 @@ def main(argv=None):
             memory(hidden=hidden)
         task[-1](hidden=layer_outputs[-1][:, :1])
 
-    rows = {"backbone chain (7 calls)": chain,
-            "backbone chain + 7 calls that do nothing": lambda: chain(empty),
+    calls = len(task_names)  # the task file's calls per text: memories and head
+    base_label = f"backbone chain ({layers + 1} calls)"
+    rows = {base_label: chain,
+            f"backbone chain + {calls} calls that do nothing": lambda: chain(empty),
             "backbone chain + the task's memories and head (split)": lambda: chain(task),
-            "the task's memories and head alone (7 calls)": task_alone}
+            f"the task's memories and head alone ({calls} calls)": task_alone}
     times = {label: [] for label in rows}
     for _ in range(args.rounds):
         for label, run in rows.items():
@@ -105,7 +107,7 @@ def main(argv=None):
             run()
             times[label].append(1000.0 * (time.thread_time() - start))
     medians = {label: statistics.median(values) for label, values in times.items()}
-    base = medians["backbone chain (7 calls)"]
+    base = medians[base_label]
 
     print(f"{bundle} task {args.task}, [1, {args.length}] input, 1 thread; median thread CPU ms of "
           f"{args.rounds} rounds, the rows taking turns\n")

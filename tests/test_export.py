@@ -311,7 +311,7 @@ def test_int8_memory_keeps_small_keys_precise():
     layer.set_weights([parent_keys, child_keys * 100.0, values])
     forward = inference_memory(layer)
     signature = signature_function("memory_00", lambda hidden: {"hidden": forward(hidden)},
-                       [tf.TensorSpec([None, None, 64], tf.float32)])
+                                   [tf.TensorSpec([None, None, 64], tf.float32)])
     runner = interpreter_class()(model_content=to_tflite({"memory_00": signature}, "int8", per_channel=False))
     hidden = rng.normal(0.0, 1.0, (1, 50, 64)).astype(np.float32)
     got = runner.get_signature_runner("memory_00")(hidden=hidden)["hidden"] - hidden
