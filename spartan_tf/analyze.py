@@ -129,7 +129,7 @@ def untrained_layers(backbone, config, task, examples, args) -> dict:
 
     seed = training_seed(config)
     method = method_from_dict(config["method"])
-    model = build_task_model(backbone, method, task.num_outputs, 0.0, seed)
+    model = build_task_model(backbone, method, task.num_outputs, 0.0, seed, config["head"].get("pooling", "cls"))
     recording = record(model, task, examples, backbone.tokenizer(config["max_seq_length"]), args.batch_size)
     layers = analyse(recording, task.label_names, method.top_k, args.shuffles, args.seed)
     return {"seed": seed, "layers": [{"layer": layer["layer"], **{key: layer[key] for key in UNTRAINED_KEYS}}

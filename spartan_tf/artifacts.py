@@ -214,7 +214,9 @@ def load_trained(model_dir, model_name: str | None = None, backbone=None):
             f"({str(expected)[:19]}...), but the backbone loaded from {backbone.source} has a different "
             f"fingerprint ({backbone.fingerprint()[:19]}...); pass --model with the original backbone"
         )
-    model = build_task_model(backbone, method, task.num_outputs, config["head"].get("dropout", 0.0), seed=0)
+    head = config["head"]
+    model = build_task_model(backbone, method, task.num_outputs, head.get("dropout", 0.0), seed=0,
+                             pooling=head.get("pooling", "cls"))
     # With a method that trains the backbone, this also loads its fine-tuned weights.
     load_weights(model, model_dir, config.get("weights_sha256"))
     return model, config, backbone, task

@@ -129,9 +129,10 @@ class Backbone:
         return tokenizer
 
     # ----- forward, piece by piece ---------------------------------------------------------------
-    def embed(self, input_ids, token_type_ids):
-        """Token + position + type embeddings, layer-normed: int32 [B, S] x2 -> [B, S, H]."""
-        return self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, training=False)
+    def embed(self, input_ids, token_type_ids, dropout: bool = False):
+        """Token + position + type embeddings, layer-normed: int32 [B, S] x2 -> [B, S, H].
+        ``dropout``: apply the embeddings' dropout (training mode)."""
+        return self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, training=dropout)
 
     @staticmethod
     def attention_bias(attention_mask, dtype="float32"):
@@ -142,8 +143,9 @@ class Backbone:
         mask = tf.expand_dims(tf.expand_dims(tf.cast(attention_mask, dtype), 1), 1)
         return (1.0 - mask) * -10000.0
 
-    def layer(self, index: int, hidden, attention_bias):
-        """Encoder layer ``index``: [B, S, H] -> [B, S, H]."""
+    def layer(self, index: int, hidden, attention_bias, dropout: bool = False):
+        """Encoder layer ``index``: [B, S, H] -> [B, S, H]. ``dropout``: apply the layer's own
+        dropouts (BERT's training-mode forward); the weights stay frozen either way."""
         return self.bert.encoder.layer[index](
             hidden_states=hidden,
             attention_mask=attention_bias,
@@ -152,7 +154,7 @@ class Backbone:
             encoder_attention_mask=None,
             past_key_value=None,
             output_attentions=False,
-            training=False,
+            training=dropout,
         )[0]
 
     def pooler_weights(self):

@@ -2,9 +2,10 @@
 working INSIDE the layer need (LoRA: the query and value projections; adapters: after the attention
 output and feed-forward output projections).
 
-With no hooks, ``encoder_layer`` computes what ``Backbone.layer`` computes (the HF ``TFBertLayer``
-in inference mode, so every dropout is the identity), op for op; tests check the equality. The
-backbone object itself is never modified.
+With no hooks, ``encoder_layer`` computes what ``Backbone.layer`` computes (the HF ``TFBertLayer``;
+in inference mode every dropout is the identity, with ``dropout=True`` the layer's own dropouts
+apply where HF applies them), op for op; tests check the equality. The backbone object itself is
+never modified.
 
     context  = softmax(q k^T / sqrt(d) + bias) v          q = query(x), v = value(x), per head
     h        = after_attention(dense_attn(context))
@@ -17,7 +18,7 @@ import tensorflow as tf
 from transformers.tf_utils import stable_softmax
 
 
-def self_attention(layer, hidden, attention_bias, query=None, value=None):
+def self_attention(layer, hidden, attention_bias, query=None, value=None, dropout=False):
     """Multi-head self-attention context of HF ``TFBertLayer`` ``layer``: [B, S, H] -> [B, S, H].
 
     ``query`` / ``value``: optional functions [B, S, H] -> [B, S, H] replacing the layer's own
@@ -32,24 +33,27 @@ def self_attention(layer, hidden, attention_bias, query=None, value=None):
     scores = tf.matmul(q, k, transpose_b=True)
     scores = tf.divide(scores, tf.cast(attention.sqrt_att_head_size, scores.dtype))
     probabilities = stable_softmax(tf.add(scores, attention_bias), axis=-1)  # [B, heads, S, S]
+    probabilities = attention.dropout(probabilities, training=dropout)
     context = tf.transpose(tf.matmul(probabilities, v), perm=[0, 2, 1, 3])  # [B, S, heads, d]
     return tf.reshape(context, (batch, -1, attention.all_head_size))
 
 
-def encoder_layer(layer, hidden, attention_bias, query=None, value=None, after_attention=None, after_output=None):
+def encoder_layer(layer, hidden, attention_bias, query=None, value=None, after_attention=None, after_output=None,
+                  dropout=False):
     """HF ``TFBertLayer`` ``layer`` in inference mode with optional hooks: [B, S, H] -> [B, S, H].
 
     ``query``/``value``: see ``self_attention``. ``after_attention``/``after_output``: functions
     [B, S, H] -> [B, S, H] applied to the attention-output and feed-forward-output projections,
-    inside the residual (before ``LayerNorm(h + input)``)."""
-    context = self_attention(layer, hidden, attention_bias, query, value)
+    inside the residual (before ``LayerNorm(h + input)``). ``dropout``: BERT's training-mode dropouts
+    (on the attention probabilities and after each output projection, before the hooks)."""
+    context = self_attention(layer, hidden, attention_bias, query, value, dropout)
     attention_output = layer.attention.dense_output
-    h = attention_output.dense(context)
+    h = attention_output.dropout(attention_output.dense(context), training=dropout)
     if after_attention is not None:
         h = after_attention(h)
     attended = attention_output.LayerNorm(h + hidden)
     feed_forward = layer.bert_output
-    h = feed_forward.dense(layer.intermediate(attended))
+    h = feed_forward.dropout(feed_forward.dense(layer.intermediate(attended)), training=dropout)
     if after_output is not None:
         h = after_output(h)
     return feed_forward.LayerNorm(h + attended)

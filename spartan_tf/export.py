@@ -127,10 +127,11 @@ def inference_memory(memory):
     column_scale[column_scale == 0] = 1.0
     unit_keys = tf.constant(keys / column_scale)  # [H, E + C*E], every column's max |.| 1
     parent_scale, child_scale = tf.constant(column_scale[:parents]), tf.constant(column_scale[parents:])
-    values = tf.constant(np.concatenate([memory.child_values.numpy()[:, slot, :] for slot in range(slots)]))  # [C*E, H]
+    values = tf.constant(np.concatenate([memory.values().numpy()[:, slot, :] for slot in range(slots)]))  # [C*E, H]
 
     def run(hidden):
-        parent_logits, child_logits = tf.split(tf.matmul(hidden, unit_keys), [parents, slots * parents], axis=-1)
+        query = memory.query(hidden)  # hidden itself, or its layer norm with query_norm
+        parent_logits, child_logits = tf.split(tf.matmul(query, unit_keys), [parents, slots * parents], axis=-1)
         parent_logits, child_logits = parent_logits * parent_scale, child_logits * child_scale
         slot_logits = tf.split(child_logits, slots, axis=-1)  # C x [B, S, E]
         child_max = slot_logits[0]

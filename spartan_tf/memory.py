@@ -9,6 +9,17 @@ For every position's hidden vector ``h`` (size H), with E parents of C children 
     memory output   m = sum_e p_e * (q_e @ V_e)      V: [E, C, H]
     returned        h + m                            (residual)
 
+Options beyond the paper's formulas (training recipes; see docs/results.md for what they do):
+- ``query_norm``: the key lookups read ``layer_norm(h)`` (zero mean, unit variance over H, no learned
+  gain or bias) instead of ``h``, as product-key memories normalise their queries; the residual
+  still adds ``m`` to ``h`` itself;
+- ``key_initializer_range`` / ``value_initializer_range``: separate initial scales of the keys and
+  the values (a value range of 0 starts the values at zero: the memory starts as the identity);
+- ``value_scale``: the values are stored divided by this constant and multiplied back when read
+  (``values()``). Under Adam, whose steps have a size set by the learning rate whatever the
+  gradient's, this multiplies the values' learning rate by ``value_scale`` and nothing else: the
+  values must grow to the size of the hidden vectors, the keys only turn.
+
 Two paths compute the same numbers:
 - ``"sparse"`` gathers only the k chosen parents' children: [B, S, k, C, H] work;
 - ``"dense"`` computes every child with two matmuls and lets the zero parent weights mask them:
@@ -19,6 +30,7 @@ import tensorflow as tf
 import tf_keras
 
 PATHS = ("dense", "sparse")
+NORM_EPSILON = 1e-6  # of the query's layer norm
 
 
 @tf_keras.utils.register_keras_serializable(package="spartan_tf")
@@ -34,7 +46,10 @@ class SparseMemory(tf_keras.layers.Layer):
             (the load-balancing loss; the model passes ``scale / num_layers`` so the total is the
             average over layers times the scale). Padding tokens are excluded from the mean.
         path: ``"dense"`` or ``"sparse"`` (same numbers, different cost).
-        initializer_range: standard deviation of the truncated-normal initial weights.
+        query_norm: look the keys up with layer_norm(h) (no learned parameters) instead of h.
+        key_initializer_range: standard deviation of the truncated-normal initial keys.
+        value_initializer_range: the same for the values (as read, after ``value_scale``); 0 starts them at zero.
+        value_scale: the constant the stored values are multiplied by when read (see above).
         seed: seed of the initialisers; give every layer its own.
 
     Call:
@@ -52,7 +67,10 @@ class SparseMemory(tf_keras.layers.Layer):
         temperature=1.6,
         balance_loss_weight=0.0,
         path="dense",
-        initializer_range=0.02,
+        query_norm=False,
+        key_initializer_range=0.02,
+        value_initializer_range=0.02,
+        value_scale=1.0,
         seed=None,
         **kwargs,
     ):
@@ -63,6 +81,10 @@ class SparseMemory(tf_keras.layers.Layer):
             raise ValueError(f"children_per_parent must be >= 1, got {children_per_parent}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if key_initializer_range <= 0 or value_initializer_range < 0:
+            raise ValueError("key_initializer_range must be > 0 and value_initializer_range >= 0")
+        if value_scale <= 0:
+            raise ValueError(f"value_scale must be > 0, got {value_scale}")
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         self.num_parents = num_parents
@@ -71,47 +93,70 @@ class SparseMemory(tf_keras.layers.Layer):
         self.temperature = temperature
         self.balance_loss_weight = balance_loss_weight
         self.path = path
-        self.initializer_range = initializer_range
+        self.query_norm = query_norm
+        self.key_initializer_range = key_initializer_range
+        self.value_initializer_range = value_initializer_range
+        self.value_scale = value_scale
         self.seed = seed
 
-    def _initializer(self, offset):
+    def _initializer(self, offset, stddev):
+        if stddev == 0:
+            return "zeros"
         seed = None if self.seed is None else self.seed + offset
-        return tf_keras.initializers.TruncatedNormal(stddev=self.initializer_range, seed=seed)
+        return tf_keras.initializers.TruncatedNormal(stddev=stddev, seed=seed)
 
     def build(self, input_shape):
         hidden = int(input_shape[-1])
         parents, children = self.num_parents, self.children_per_parent
         self.parent_keys = self.add_weight(
-            name="parent_keys", shape=(parents, hidden), initializer=self._initializer(0)
+            name="parent_keys", shape=(parents, hidden),
+            initializer=self._initializer(0, self.key_initializer_range)
         )
         self.child_keys = self.add_weight(
-            name="child_keys", shape=(parents, children, hidden), initializer=self._initializer(1)
+            name="child_keys", shape=(parents, children, hidden),
+            initializer=self._initializer(1, self.key_initializer_range)
         )
         self.child_values = self.add_weight(
-            name="child_values", shape=(parents, children, hidden), initializer=self._initializer(2)
+            name="child_values", shape=(parents, children, hidden),
+            initializer=self._initializer(2, self.value_initializer_range / self.value_scale)
         )
         super().build(input_shape)
 
-    def select_parents(self, hidden):
-        """Top-k parents per position: (weights [B, S, k] summing to 1, indices [B, S, k])."""
-        parent_logits = tf.einsum("bsh,eh->bse", hidden, self.parent_keys)
+    def values(self):
+        """The child values as the memory reads them: the stored ones times ``value_scale``. [E, C, H]"""
+        if self.value_scale == 1.0:
+            return self.child_values
+        return self.child_values * self.value_scale
+
+    def query(self, hidden):
+        """What the keys are matched against: ``hidden``, or its layer norm with ``query_norm``. [B, S, H]"""
+        if not self.query_norm:
+            return hidden
+        mean, variance = tf.nn.moments(hidden, axes=[-1], keepdims=True)
+        return (hidden - mean) * tf.math.rsqrt(variance + NORM_EPSILON)
+
+    def select_parents(self, query):
+        """Top-k parents per position of ``query`` [B, S, H] (see ``query``): (weights [B, S, k]
+        summing to 1, indices [B, S, k])."""
+        parent_logits = tf.einsum("bsh,eh->bse", query, self.parent_keys)
         top_logits, top_indices = tf.math.top_k(parent_logits, k=self.top_k, sorted=False)
         return tf.nn.softmax(top_logits, axis=-1), top_indices
 
     def parent_weights(self, hidden):
         """Parent weights over all E parents [B, S, E]; exactly 0 outside the top-k."""
-        top_weights, top_indices = self.select_parents(hidden)
+        top_weights, top_indices = self.select_parents(self.query(hidden))
         chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)  # [B, S, k, E]
         return tf.einsum("bsk,bske->bse", top_weights, chosen)
 
     def call(self, inputs, attention_mask=None):
         # tf.expand_dims rather than [..., None] below: TFLite has no built-in op for a slice that adds axes.
         hidden = inputs
-        top_weights, top_indices = self.select_parents(hidden)
+        query = self.query(hidden)
+        top_weights, top_indices = self.select_parents(query)
         if self.path == "sparse":
             keys = tf.gather(self.child_keys, top_indices)  # [B, S, k, C, H]
-            values = tf.gather(self.child_values, top_indices)  # [B, S, k, C, H]
-            child_logits = tf.einsum("bsh,bskch->bskc", hidden, keys) / self.temperature
+            values = tf.gather(self.values(), top_indices)  # [B, S, k, C, H]
+            child_logits = tf.einsum("bsh,bskch->bskc", query, keys) / self.temperature
             weights = tf.expand_dims(top_weights, -1) * tf.nn.softmax(child_logits, axis=-1)
             memory = tf.einsum("bskc,bskch->bsh", weights, values)
             if self.balance_loss_weight > 0:
@@ -120,9 +165,9 @@ class SparseMemory(tf_keras.layers.Layer):
         else:
             chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)
             parent_weights = tf.einsum("bsk,bske->bse", top_weights, chosen)  # [B, S, E]
-            child_logits = tf.einsum("bsh,ech->bsec", hidden, self.child_keys) / self.temperature
+            child_logits = tf.einsum("bsh,ech->bsec", query, self.child_keys) / self.temperature
             weights = tf.expand_dims(parent_weights, -1) * tf.nn.softmax(child_logits, axis=-1)
-            memory = tf.einsum("bsec,ech->bsh", weights, self.child_values)
+            memory = tf.einsum("bsec,ech->bsh", weights, self.values())
             if self.balance_loss_weight > 0:
                 self._add_balance_loss(parent_weights, attention_mask)
         return hidden + memory
@@ -156,7 +201,10 @@ class SparseMemory(tf_keras.layers.Layer):
             temperature=self.temperature,
             balance_loss_weight=self.balance_loss_weight,
             path=self.path,
-            initializer_range=self.initializer_range,
+            query_norm=self.query_norm,
+            key_initializer_range=self.key_initializer_range,
+            value_initializer_range=self.value_initializer_range,
+            value_scale=self.value_scale,
             seed=self.seed,
         )
         return config

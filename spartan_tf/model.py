@@ -25,27 +25,30 @@ class TaskModel(tf_keras.Model):
     share it with other tasks.
     """
 
-    def __init__(self, backbone, method, after_layers, head, **kwargs):
+    def __init__(self, backbone, method, after_layers, head, backbone_dropout=False, **kwargs):
         super().__init__(**kwargs)
         object.__setattr__(self, "backbone", backbone)  # bypass Keras tracking, see above
         self.method = method
+        self.backbone_dropout = backbone_dropout
         self.after_layers = list(after_layers)
         self.head = head
         if getattr(method, "trains_backbone", False):
             backbone.unfreeze()
             self.trained_backbone = backbone.bert  # tracked: its weights train, checkpoint and save
 
-    def encode(self, inputs):
-        """Hidden states after the last encoder layer and its memory: [B, S, H]."""
+    def encode(self, inputs, training=None):
+        """Hidden states after the last encoder layer and its memory: [B, S, H]. In training, with
+        ``backbone_dropout``, the frozen backbone runs its own dropouts (BERT's training mode)."""
+        dropout = bool(training) and self.backbone_dropout
         mask = inputs["attention_mask"]
-        hidden = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
+        hidden = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"], dropout)
         bias = self.backbone.attention_bias(mask, hidden.dtype)
         for index, module in enumerate(self.after_layers):
-            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, module)
+            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, module, dropout)
         return hidden
 
     def call(self, inputs, training=None):
-        return self.head(self.encode(inputs), training=training)
+        return self.head(self.encode(inputs, training), attention_mask=inputs["attention_mask"], training=training)
 
     def named_task_weights(self) -> dict:
         """The task's variables under stable names: ``<module name>/<weight>`` (e.g. ``memory_00/parent_keys``,
@@ -76,13 +79,16 @@ def dummy_inputs(length: int = 8) -> dict:
     return {"input_ids": ids, "attention_mask": tf.ones_like(ids), "token_type_ids": tf.zeros_like(ids)}
 
 
-def build_task_model(backbone, method, num_outputs: int, head_dropout: float, seed: int) -> TaskModel:
-    """A built TaskModel: memories freshly initialised, head pooler copied from the backbone's."""
+def build_task_model(backbone, method, num_outputs: int, head_dropout: float, seed: int,
+                     pooling: str = "cls", backbone_dropout: bool = False) -> TaskModel:
+    """A built TaskModel: memories freshly initialised, head pooler copied from the backbone's.
+    ``pooling``: what the head reads (see ClassificationHead); ``backbone_dropout``: see TaskModel.encode."""
     head = ClassificationHead(
-        num_outputs, dropout=head_dropout, initializer_range=backbone.config.initializer_range,
+        num_outputs, pooling=pooling, dropout=head_dropout, initializer_range=backbone.config.initializer_range,
         seed=seed + 1000, name="head",
     )
-    model = TaskModel(backbone, method, method.layer_modules(backbone, seed), head, name="task_model")
+    model = TaskModel(backbone, method, method.layer_modules(backbone, seed), head, backbone_dropout,
+                      name="task_model")
     model(dummy_inputs(), training=False)
     head.set_pooler(*backbone.pooler_weights())
     return model

@@ -124,7 +124,7 @@ def _forward_fn(model):
         for index, memory in enumerate(memories):
             hidden = backbone.layer(index, hidden, bias)
             parent_weights = memory.parent_weights(hidden)  # [B, S, E]
-            _, top_indices = memory.select_parents(hidden)  # [B, S, k]
+            _, top_indices = memory.select_parents(memory.query(hidden))  # [B, S, k]
             chosen = tf.reduce_sum(tf.one_hot(top_indices, memory.num_parents, dtype=hidden.dtype), axis=2)
             weights.append(tf.reduce_sum(parent_weights * real, axis=1) / tokens)
             topk.append(tf.reduce_sum(chosen * real, axis=1) / tokens)

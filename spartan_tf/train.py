@@ -14,6 +14,7 @@ from spartan_tf.backbone import DEFAULT_MODEL
 from spartan_tf.distribute import STRATEGIES
 from spartan_tf.errors import SpartanError, run_cli
 from spartan_tf.methods import METHODS, get_method
+from spartan_tf.methods.spartan import PRESETS
 from spartan_tf.sources import read_split, source_from_args
 
 
@@ -32,12 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     data_group.add_argument("--max-seq-length", type=int, default=128, help="truncate longer inputs (default 128)")
     train_group = parser.add_argument_group("training")
     defaults = ", ".join(f"{name} {method.default_learning_rate:g}" for name, method in METHODS.items())
+    train_group.add_argument("--preset", choices=sorted(PRESETS),
+                             help="SPARTAN only: a named recipe; 'reference' is the paper's reference code's "
+                                  "(flags given explicitly still win)")
     train_group.add_argument("--learning-rate", type=float, help=f"default: the method's ({defaults})")
+    train_group.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",
+                             help="after the warm-up: linear decay to 0 (default) or constant")
+    train_group.add_argument("--warmup-ratio", type=float, default=0.0,
+                             help="fraction of the steps spent warming up linearly from 0 (default 0)")
     train_group.add_argument("--batch-size", type=int, default=16,
                              help="examples per replica and step (default 16); see --per-replica-batch")
     train_group.add_argument("--epochs", type=int, default=3)
     train_group.add_argument("--seed", type=int, default=42)
     train_group.add_argument("--head-dropout", type=float, default=0.1)
+    train_group.add_argument("--backbone-dropout", action=argparse.BooleanOptionalAction, default=False,
+                             help="run the frozen backbone's own dropouts while training (default: off)")
+    train_group.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+                             help="what the head reads: the first token (cls, default) or the mean of the real tokens")
     scale_group = parser.add_argument_group("distributed training (docs/distributed.md)")
     scale_group.add_argument("--strategy", choices=STRATEGIES, default="auto",
                              help="auto (default: every local GPU if several), mirrored, multiworker (TF_CONFIG), tpu")
@@ -82,6 +94,8 @@ def check_numbers(args):
         raise SpartanError(f"--learning-rate {args.learning_rate}: must be > 0")
     if args.tpu and args.strategy != "tpu":
         raise SpartanError("--tpu is only for --strategy tpu")
+    if not 0 <= args.warmup_ratio < 1:
+        raise SpartanError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
     if not 0 <= args.head_dropout < 1:
         raise SpartanError(f"--head-dropout {args.head_dropout}: must be in [0, 1)")
 
@@ -89,6 +103,11 @@ def check_numbers(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.preset:
+        if args.method != "spartan":
+            raise SpartanError(f"--preset {args.preset} is a SPARTAN recipe, not one for --method {args.method}")
+        parser.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
     check_numbers(args)
     check_method_flags(parser, args, argv)
     # Everything that can fail on the user's input is checked before the backbone loads.
@@ -121,7 +140,9 @@ def main(argv=None):
         learning_rate=args.learning_rate or method.default_learning_rate,
         batch_size=args.batch_size, per_replica_batch=args.per_replica_batch,
         strategy_name=args.strategy, tpu=args.tpu, epochs=args.epochs, seed=args.seed,
-        max_seq_length=args.max_seq_length, head_dropout=args.head_dropout,
+        max_seq_length=args.max_seq_length, head_dropout=args.head_dropout, pooling=args.pooling,
+        backbone_dropout=args.backbone_dropout,
+        lr_schedule=args.lr_schedule, warmup_ratio=args.warmup_ratio,
         run_info={"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples},
         resume=args.resume, checkpoint_every=args.checkpoint_every,
     )

@@ -13,6 +13,7 @@ from spartan_tf import artifacts, data, distribute
 from spartan_tf.backbone import Backbone
 from spartan_tf.evaluation import DevMetrics, example_dataset
 from spartan_tf.model import build_task_model
+from spartan_tf.schedules import WarmupSchedule
 from spartan_tf.resume import StepCheckpoint, StopRequest, TrainingState
 
 
@@ -61,7 +62,7 @@ def count(variables) -> int:
 
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
-               max_seq_length, head_dropout, run_info, resume=False, checkpoint_every=50):
+               max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info, resume=False, checkpoint_every=50):
     """Train and save one task; returns the final dev metrics.
 
     ``resume`` continues an interrupted run from ``out_dir/resume``; a resume checkpoint is written
@@ -73,11 +74,10 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     tf_keras.utils.set_random_seed(seed)
     with strategy.scope():
         backbone = Backbone.load(model_name)
-        model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed)
+        model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed, pooling, backbone_dropout)
         steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
-        schedule = tf_keras.optimizers.schedules.PolynomialDecay(
-            learning_rate, epochs * steps_per_epoch, end_learning_rate=0.0
-        )
+        total_steps = epochs * steps_per_epoch
+        schedule = WarmupSchedule(learning_rate, total_steps, round(warmup_ratio * total_steps), lr_schedule)
         model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=make_loss(task))
     tokenizer = backbone.tokenizer(max_seq_length)
     encoded = data.encode(tokenizer, train_examples)
@@ -106,8 +106,10 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     )
 
     settings = {"task": task.name, "method": method.to_dict(), "model": model_name, "data": source.to_dict(),
-                "learning_rate": learning_rate, "global_batch_size": global_batch, "epochs": epochs, "seed": seed,
-                "max_seq_length": max_seq_length, "head_dropout": head_dropout,
+                "learning_rate": learning_rate, "lr_schedule": lr_schedule, "warmup_ratio": warmup_ratio,
+                "global_batch_size": global_batch, "epochs": epochs, "seed": seed,
+                "max_seq_length": max_seq_length, "head_dropout": head_dropout, "pooling": pooling,
+                "backbone_dropout": backbone_dropout,
                 "train_examples": len(train_examples), **run_info}
     state = TrainingState(out_dir, model, settings)
     start_epoch, start_step = state.restore() if resume else (0, 0)
@@ -166,10 +168,11 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         },
         "backbone": backbone.describe(),
         "method": method.to_dict(),
-        "head": {"dropout": head_dropout},
+        "head": {"dropout": head_dropout, "pooling": pooling},
         "max_seq_length": max_seq_length,
         "training": {
-            "learning_rate": learning_rate, "global_batch_size": global_batch, "replicas": replicas,
+            "learning_rate": learning_rate, "lr_schedule": lr_schedule, "warmup_ratio": warmup_ratio,
+            "backbone_dropout": backbone_dropout, "global_batch_size": global_batch, "replicas": replicas,
             "strategy": strategy_name, "epochs": epochs, "seed": seed,
             "train_examples": len(train_examples), **run_info,
         },

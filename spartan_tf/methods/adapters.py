@@ -60,10 +60,10 @@ class AdapterMethod:
             for index in range(backbone.num_layers)
         ]
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, adapters):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, adapters, dropout=False):
         """Encoder layer ``index`` with its two adapters inside: [B, S, H] -> [B, S, H]."""
         from spartan_tf.bert_layer import encoder_layer
 
         return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
                              after_attention=lambda h: adapters(h, site="attention"),
-                             after_output=lambda h: adapters(h, site="output"))
+                             after_output=lambda h: adapters(h, site="output"), dropout=dropout)

@@ -62,7 +62,7 @@ class LoraMethod:
         return [LoraDeltas(self.rank, self.scale, seed=seed + 10 * index, name=f"lora_{index:02d}")
                 for index in range(backbone.num_layers)]
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, deltas):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, deltas, dropout=False):
         """Encoder layer ``index`` with updated query and value projections: [B, S, H] -> [B, S, H]."""
         from spartan_tf.bert_layer import encoder_layer
 
@@ -72,6 +72,7 @@ class LoraMethod:
             layer, hidden, attention_bias,
             query=lambda x: attention.query(x) + deltas(x, target="query"),
             value=lambda x: attention.value(x) + deltas(x, target="value"),
+            dropout=dropout,
         )
 
     def merged_weights(self, backbone, modules) -> dict:

@@ -1,10 +1,22 @@
 """SPARTAN: a two-level sparse memory after every encoder layer; the backbone stays frozen."""
 
+import argparse
 from dataclasses import asdict, dataclass
 
 from spartan_tf.errors import SpartanError
 
 PATHS = ("dense", "sparse")  # see spartan_tf.memory
+
+# Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
+# puts in place; flags given explicitly still win. "reference" is the public reference code's setting.
+PRESETS = {
+    "reference": {
+        "learning_rate": 1e-3, "lr_schedule": "linear", "warmup_ratio": 0.0, "pooling": "cls",
+        "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
+        "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
+        "value_scale": 1.0,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -17,6 +29,10 @@ class SpartanMethod:
     temperature: float = 1.6
     balance_loss_scale: float = 0.0
     path: str = "dense"
+    query_norm: bool = False
+    key_init_std: float = 0.02
+    value_init_std: float = 0.02
+    value_scale: float = 1.0
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -31,6 +47,12 @@ class SpartanMethod:
             raise SpartanError(f"--temperature {self.temperature}: must be > 0")
         if self.balance_loss_scale < 0:
             raise SpartanError(f"--balance-loss-scale {self.balance_loss_scale}: must be >= 0")
+        if self.key_init_std <= 0:
+            raise SpartanError(f"--key-init-std {self.key_init_std}: must be > 0")
+        if self.value_init_std < 0:
+            raise SpartanError(f"--value-init-std {self.value_init_std}: must be >= 0")
+        if self.value_scale <= 0:
+            raise SpartanError(f"--value-scale {self.value_scale}: must be > 0")
         if self.path not in PATHS:
             raise SpartanError(f"--memory-path {self.path!r}: expected one of {PATHS}")
 
@@ -49,6 +71,14 @@ class SpartanMethod:
             "--memory-path", choices=PATHS, default="dense",
             help="compute all children and mask (dense, default) or gather the top-k parents' (sparse)",
         )
+        group.add_argument("--query-norm", action=argparse.BooleanOptionalAction, default=False,
+                           help="match the keys against layer_norm(h) instead of h (default: off)")
+        group.add_argument("--key-init-std", type=float, default=0.02, help="initial std of the keys (default 0.02)")
+        group.add_argument("--value-init-std", type=float, default=0.02,
+                           help="initial std of the values; 0 starts the memory as the identity (default 0.02)")
+        group.add_argument("--value-scale", type=float, default=1.0,
+                           help="values are stored divided by this and multiplied back: under Adam, their "
+                                "learning rate times this (default 1)")
 
     @classmethod
     def from_args(cls, args):
@@ -63,6 +93,10 @@ class SpartanMethod:
             temperature=args.temperature,
             balance_loss_scale=args.balance_loss_scale,
             path=args.memory_path,
+            query_norm=args.query_norm,
+            key_init_std=args.key_init_std,
+            value_init_std=args.value_init_std,
+            value_scale=args.value_scale,
         )
 
     @classmethod
@@ -73,9 +107,9 @@ class SpartanMethod:
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False):
         """Encoder layer ``index``, then its memory on the layer's output: [B, S, H] -> [B, S, H]."""
-        return memory(backbone.layer(index, hidden, attention_bias), attention_mask=attention_mask)
+        return memory(backbone.layer(index, hidden, attention_bias, dropout), attention_mask=attention_mask)
 
     def layer_modules(self, backbone, seed: int):
         """One SparseMemory per encoder layer, each with its own initialiser seed."""
@@ -89,7 +123,10 @@ class SpartanMethod:
                 temperature=self.temperature,
                 balance_loss_weight=self.balance_loss_scale / backbone.num_layers,
                 path=self.path,
-                initializer_range=backbone.config.initializer_range,
+                query_norm=self.query_norm,
+                key_initializer_range=self.key_init_std,
+                value_initializer_range=self.value_init_std,
+                value_scale=self.value_scale,
                 seed=seed + 10 * index,
                 name=f"memory_{index:02d}",
             )

@@ -1,0 +1,179 @@
+"""Training-recipe ablation: variants of a method trained side by side at one budget, several seeds.
+
+    .venv/bin/python benchmarks/bench_ablation.py --variants reference default --tasks qnli
+    .venv/bin/python benchmarks/bench_ablation.py --list             # the named variants and their flags
+    .venv/bin/python benchmarks/bench_ablation.py --quick            # 32 examples, 1 epoch: checks the pipeline
+
+A variant is a method plus ``python -m spartan_tf.train`` flags (VARIANTS below). Every (variant,
+task, seed) trains in its own process on the same class-balanced sample (``--samples``) and is
+scored on the first ``--eval-samples`` dev examples after every epoch. The table gives, per variant
+and task, the mean and standard deviation over seeds of the task's primary metric after the last
+epoch (and after the first), and the median training seconds. Runs are written to the JSON as they
+finish and a rerun with the same output skips the runs it already holds (``--fresh`` starts over),
+so a long ablation can be stopped and continued.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.method_runs import machine, print_table, train_run, write_json  # noqa: E402
+from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
+from spartan_tf.tasks import GLUE_TASK_NAMES, get_task  # noqa: E402
+
+# name -> (method, train flags). "reference" is the paper's setting (the reference code's defaults);
+# "default" is what ``python -m spartan_tf.train`` does with no recipe flags. Every other SPARTAN row
+# changes the reference in one respect, unless its name joins several with "+".
+VARIANTS = {
+    "reference": ("spartan", ["--preset", "reference"]),
+    "default": ("spartan", []),
+    "const-lr": ("spartan", ["--preset", "reference", "--lr-schedule", "constant"]),
+    "lr-3e-3": ("spartan", ["--preset", "reference", "--learning-rate", "3e-3"]),
+    "lr-1e-2": ("spartan", ["--preset", "reference", "--learning-rate", "1e-2"]),
+    "warmup-10%": ("spartan", ["--preset", "reference", "--warmup-ratio", "0.1"]),
+    "value-scale-10": ("spartan", ["--preset", "reference", "--value-scale", "10"]),
+    "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
+    "keys-0.05": ("spartan", ["--preset", "reference", "--key-init-std", "0.05"]),
+    "query-norm": ("spartan", ["--preset", "reference", "--query-norm"]),
+    "mean-pool": ("spartan", ["--preset", "reference", "--pooling", "mean"]),
+    "backbone-dropout": ("spartan", ["--preset", "reference", "--backbone-dropout"]),
+    "adapters": ("adapters", []),
+    "adapters-lr-3e-3": ("adapters", ["--learning-rate", "3e-3"]),
+    "lora": ("lora", []),
+    "full": ("full", []),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_ablation.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["reference", "default", "adapters"],
+                        help="names from --list (default: reference default adapters)")
+    parser.add_argument("--tasks", nargs="+", default=["qnli"], help=f"of {', '.join(GLUE_TASK_NAMES)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
+    parser.add_argument("--samples", type=int, default=1000, help="training examples (class-balanced; default 1000)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--eval-samples", type=int, default=1000, help="dev examples scored after each epoch")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                        help="flags added to every run (after the variant's own), e.g. --extra --max-seq-length 64")
+    parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--quick", action="store_true", help="32 examples, 1 epoch, 32 dev examples, one seed")
+    parser.add_argument("--fresh", action="store_true", help="ignore runs already in --output")
+    parser.add_argument("--output", help="JSON file (default benchmarks/results/ablation[_quick].json)")
+    return parser
+
+
+def run_key(variant, task, seed) -> str:
+    return f"{variant}/{task}/{seed}"
+
+
+def primary(run, task, epoch=-1):
+    """The task's primary dev metric after ``epoch`` (default the last), or None for a failed run."""
+    if "error" in run:
+        return None
+    return run["epochs"][epoch][get_task(task).metric_names[0]]
+
+
+def mean_sd(values) -> str:
+    values = [value for value in values if value is not None]
+    if not values:
+        return "failed"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table_rows(runs: dict, variants, tasks, seeds):
+    rows = []
+    for variant in variants:
+        for task in tasks:
+            done = [runs[run_key(variant, task, seed)] for seed in seeds if run_key(variant, task, seed) in runs]
+            if not done:
+                continue
+            seconds = [run["train_seconds"] for run in done if "error" not in run]
+            rows.append([variant, task, len(done), mean_sd([primary(run, task) for run in done]),
+                         mean_sd([primary(run, task, 0) for run in done]),
+                         f"{statistics.median(seconds):.0f}" if seconds else "-"])
+    return rows
+
+
+def summary(runs: dict, variants, tasks, seeds) -> dict:
+    """Per variant: per task mean/sd over seeds, and the mean over tasks of the per-task means."""
+    result = {}
+    for variant in variants:
+        per_task = {}
+        for task in tasks:
+            scores = [primary(runs[key], task) for seed in seeds if (key := run_key(variant, task, seed)) in runs]
+            scores = [score for score in scores if score is not None]
+            if scores:
+                per_task[task] = {"mean": statistics.mean(scores), "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                                  "seeds": len(scores)}
+        if per_task:
+            result[variant] = {"tasks": per_task, "mean_over_tasks": statistics.mean(t["mean"] for t in per_task.values())}
+    return result
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for name, (method, flags) in VARIANTS.items():
+            print(f"{name:20s} --method {method} {' '.join(flags)}")
+        return
+    if args.quick:
+        args.samples, args.epochs, args.eval_samples, args.seeds = 32, 1, 32, args.seeds[:1]
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        raise SpartanError(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    bad_tasks = [task for task in args.tasks if task not in GLUE_TASK_NAMES]
+    if bad_tasks:
+        raise SpartanError(f"--tasks: unknown {', '.join(bad_tasks)}; choose from {', '.join(GLUE_TASK_NAMES)}")
+    if min(args.samples, args.epochs, args.eval_samples) < 1:
+        raise SpartanError("--samples, --epochs and --eval-samples must be >= 1")
+    if not Path(args.data_dir).is_dir():
+        raise SpartanError(f"--data-dir {args.data_dir}: not a folder (GLUE's TSV layout expected)")
+    output = Path(args.output or Path(__file__).parent / "results" / f"ablation{'_quick' if args.quick else ''}.json")
+    budget = {"samples": args.samples, "epochs": args.epochs, "eval_samples": args.eval_samples, "extra": args.extra}
+    runs = {}
+    if output.exists() and not args.fresh:
+        previous = json.loads(output.read_text())
+        if previous.get("budget") != budget:
+            raise SpartanError(f"{output} holds runs of another budget ({previous.get('budget')}); "
+                               "pass --fresh to replace it or --output for a new file")
+        runs = previous["runs"]
+
+    def save():
+        write_json(output, {"budget": budget, "variants": {name: VARIANTS[name] for name in args.variants},
+                            "machine": machine(), "runs": runs,
+                            "summary": summary(runs, args.variants, args.tasks, args.seeds)})
+
+    with tempfile.TemporaryDirectory(prefix="spartan-ablation-") as scratch:
+        for seed in args.seeds:  # seeds outermost: an interrupted ablation has every variant at the same seeds
+            for task in args.tasks:
+                for variant in args.variants:
+                    key = run_key(variant, task, seed)
+                    if key in runs:
+                        continue
+                    method, flags = VARIANTS[variant]
+                    print(f"== {key}: --method {method} {' '.join(flags)}", flush=True)
+                    run = train_run(method, task, args.data_dir, Path(scratch) / "model", *flags,
+                                    "--seed", seed, "--epochs", args.epochs, "--max-train-samples", args.samples,
+                                    "--max-eval-samples", args.eval_samples, *args.extra)
+                    runs[key] = {"command": f"--method {method} {' '.join(flags)}", **run}
+                    score = primary(run, task)
+                    print(f"   {run['error'] if score is None else f'{score:.4f}'} ({run['wall_seconds']} s)", flush=True)
+                    save()
+    save()
+    print(f"\n{args.samples} examples x {args.epochs} epochs, dev scored on {args.eval_samples}; "
+          f"primary metric, mean ± sd over seeds {' '.join(map(str, args.seeds))}")
+    print_table(["variant", "task", "runs", "last epoch", "first epoch", "train s (median)"],
+                table_rows(runs, args.variants, args.tasks, args.seeds))
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
