@@ -37,15 +37,36 @@ VARIANTS = {
     "lr-1e-2": ("spartan", ["--preset", "reference", "--learning-rate", "1e-2"]),
     "warmup-10%": ("spartan", ["--preset", "reference", "--warmup-ratio", "0.1"]),
     "value-scale-10": ("spartan", ["--preset", "reference", "--value-scale", "10"]),
+    "value-scale-30": ("spartan", ["--preset", "reference", "--value-scale", "30"]),
+    "value-scale-100": ("spartan", ["--preset", "reference", "--value-scale", "100"]),
+    "vs30+const-lr": ("spartan", ["--preset", "reference", "--value-scale", "30", "--lr-schedule", "constant"]),
+    "vs30+lr-3e-3": ("spartan", ["--preset", "reference", "--value-scale", "30", "--learning-rate", "3e-3"]),
+    "vs30+mean-pool": ("spartan", ["--preset", "reference", "--value-scale", "30", "--pooling", "mean"]),
+    "vs30+mean-pool+warmup": ("spartan", ["--preset", "reference", "--value-scale", "30", "--pooling", "mean",
+                                          "--warmup-ratio", "0.1"]),
+    "vs10+const-lr": ("spartan", ["--preset", "reference", "--value-scale", "10", "--lr-schedule", "constant"]),
+    "vs10+query-norm": ("spartan", ["--preset", "reference", "--value-scale", "10", "--query-norm"]),
+    "vs10+mean-pool": ("spartan", ["--preset", "reference", "--value-scale", "10", "--pooling", "mean"]),
+    "vs10+backbone-dropout": ("spartan", ["--preset", "reference", "--value-scale", "10", "--backbone-dropout"]),
+    "vs10+lr-3e-3": ("spartan", ["--preset", "reference", "--value-scale", "10", "--learning-rate", "3e-3"]),
+    "vs10+output-gain": ("spartan", ["--preset", "reference", "--value-scale", "10", "--output-gain"]),
+    "vs10+top-k-4": ("spartan", ["--preset", "reference", "--value-scale", "10", "--top-k", "4"]),
+    "vs10+temperature-1": ("spartan", ["--preset", "reference", "--value-scale", "10", "--temperature", "1"]),
+    "vs10+size-32x3": ("spartan", ["--preset", "reference", "--value-scale", "10", "--num-parents", "32",
+                                   "--children", "96", "--top-k", "16"]),
+    "vs10+balance-0.01": ("spartan", ["--preset", "reference", "--value-scale", "10", "--balance-loss-scale", "0.01"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
     "keys-0.05": ("spartan", ["--preset", "reference", "--key-init-std", "0.05"]),
     "query-norm": ("spartan", ["--preset", "reference", "--query-norm"]),
     "mean-pool": ("spartan", ["--preset", "reference", "--pooling", "mean"]),
     "backbone-dropout": ("spartan", ["--preset", "reference", "--backbone-dropout"]),
     "adapters": ("adapters", []),
+    "adapters-lr-3e-4": ("adapters", ["--learning-rate", "3e-4"]),
     "adapters-lr-3e-3": ("adapters", ["--learning-rate", "3e-3"]),
     "lora": ("lora", []),
+    "lora-lr-2e-3": ("lora", ["--learning-rate", "2e-3"]),
     "full": ("full", []),
+    "full-lr-1e-4": ("full", ["--learning-rate", "1e-4"]),
 }
 
 
@@ -147,9 +168,12 @@ def main(argv=None):
         runs = previous["runs"]
 
     def save():
-        write_json(output, {"budget": budget, "variants": {name: VARIANTS[name] for name in args.variants},
-                            "machine": machine(), "runs": runs,
-                            "summary": summary(runs, args.variants, args.tasks, args.seeds)})
+        """Everything in ``runs``, this invocation's and earlier ones' (which may cover other variants)."""
+        keys = [key.split("/") for key in runs]
+        variants, tasks = (list(dict.fromkeys(parts[i] for parts in keys)) for i in (0, 1))
+        seeds = sorted({int(parts[2]) for parts in keys})
+        write_json(output, {"budget": budget, "variants": {name: VARIANTS[name] for name in variants},
+                            "machine": machine(), "runs": runs, "summary": summary(runs, variants, tasks, seeds)})
 
     with tempfile.TemporaryDirectory(prefix="spartan-ablation-") as scratch:
         for seed in args.seeds:  # seeds outermost: an interrupted ablation has every variant at the same seeds

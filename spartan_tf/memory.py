@@ -18,7 +18,9 @@ Options beyond the paper's formulas (training recipes; see docs/results.md for w
 - ``value_scale``: the values are stored divided by this constant and multiplied back when read
   (``values()``). Under Adam, whose steps have a size set by the learning rate whatever the
   gradient's, this multiplies the values' learning rate by ``value_scale`` and nothing else: the
-  values must grow to the size of the hidden vectors, the keys only turn.
+  values must grow to the size of the hidden vectors, the keys only turn;
+- ``output_gain``: a learned gain per hidden unit [H] (starting at 1) on the memory's output, so the
+  output can grow or shrink as a whole; it folds into the values (``values()``) for export.
 
 Two paths compute the same numbers:
 - ``"sparse"`` gathers only the k chosen parents' children: [B, S, k, C, H] work;
@@ -50,6 +52,7 @@ class SparseMemory(tf_keras.layers.Layer):
         key_initializer_range: standard deviation of the truncated-normal initial keys.
         value_initializer_range: the same for the values (as read, after ``value_scale``); 0 starts them at zero.
         value_scale: the constant the stored values are multiplied by when read (see above).
+        output_gain: learn a gain per hidden unit on the memory's output (see above).
         seed: seed of the initialisers; give every layer its own.
 
     Call:
@@ -71,6 +74,7 @@ class SparseMemory(tf_keras.layers.Layer):
         key_initializer_range=0.02,
         value_initializer_range=0.02,
         value_scale=1.0,
+        output_gain=False,
         seed=None,
         **kwargs,
     ):
@@ -97,6 +101,7 @@ class SparseMemory(tf_keras.layers.Layer):
         self.key_initializer_range = key_initializer_range
         self.value_initializer_range = value_initializer_range
         self.value_scale = value_scale
+        self.output_gain = output_gain
         self.seed = seed
 
     def _initializer(self, offset, stddev):
@@ -120,13 +125,19 @@ class SparseMemory(tf_keras.layers.Layer):
             name="child_values", shape=(parents, children, hidden),
             initializer=self._initializer(2, self.value_initializer_range / self.value_scale)
         )
+        if self.output_gain:
+            self.gain = self.add_weight(name="output_gain", shape=(hidden,), initializer="ones")
         super().build(input_shape)
 
     def values(self):
-        """The child values as the memory reads them: the stored ones times ``value_scale``. [E, C, H]"""
-        if self.value_scale == 1.0:
-            return self.child_values
-        return self.child_values * self.value_scale
+        """The child values as the memory reads them: the stored ones times ``value_scale`` (and times
+        the output gain, if any). [E, C, H]"""
+        values = self.child_values
+        if self.value_scale != 1.0:
+            values = values * self.value_scale
+        if self.output_gain:
+            values = values * self.gain
+        return values
 
     def query(self, hidden):
         """What the keys are matched against: ``hidden``, or its layer norm with ``query_norm``. [B, S, H]"""
@@ -205,6 +216,7 @@ class SparseMemory(tf_keras.layers.Layer):
             key_initializer_range=self.key_initializer_range,
             value_initializer_range=self.value_initializer_range,
             value_scale=self.value_scale,
+            output_gain=self.output_gain,
             seed=self.seed,
         )
         return config

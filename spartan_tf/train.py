@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_group.add_argument("--head-dropout", type=float, default=0.1)
     train_group.add_argument("--backbone-dropout", action=argparse.BooleanOptionalAction, default=False,
                              help="run the frozen backbone's own dropouts while training (default: off)")
-    train_group.add_argument("--pooling", choices=("cls", "mean"), default="cls",
-                             help="what the head reads: the first token (cls, default) or the mean of the real tokens")
+    train_group.add_argument("--pooling", choices=("cls", "mean"), default="mean",
+                             help="what the head reads: the mean of the real tokens (default; how the shipped "
+                                  "backbone was trained) or the first token (cls, BERT's pooler)")
     scale_group = parser.add_argument_group("distributed training (docs/distributed.md)")
     scale_group.add_argument("--strategy", choices=STRATEGIES, default="auto",
                              help="auto (default: every local GPU if several), mirrored, multiworker (TF_CONFIG), tpu")
@@ -100,7 +101,8 @@ def check_numbers(args):
         raise SpartanError(f"--head-dropout {args.head_dropout}: must be in [0, 1)")
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, checked; a ``--preset`` supplies the defaults of the flags not given."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.preset:
@@ -110,6 +112,11 @@ def main(argv=None):
         args = parser.parse_args(argv)
     check_numbers(args)
     check_method_flags(parser, args, argv)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     # Everything that can fail on the user's input is checked before the backbone loads.
     method = get_method(args.method).from_args(args)
     source = source_from_args(args.task, args.data_dir, args.train_file, args.eval_file)

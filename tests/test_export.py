@@ -267,19 +267,22 @@ TEXTS = ["Hi.", ("What is the capital of France?", "Paris is the capital and lar
          "A much longer sentence, with punctuation, numbers like 1984 and rare words: quixotic zephyr."]
 
 
-@pytest.mark.parametrize("parents,children,top_k,scale", [(16, 3, 8, 1.0), (4, 1, 4, 1.0), (6, 2, 1, 1.0),
-                                                          (16, 3, 8, 200.0)])
-def test_inference_memory_computes_the_layers_numbers(parents, children, top_k, scale):
+@pytest.mark.parametrize("parents,children,top_k,scale,options", [
+    (16, 3, 8, 1.0, {}), (4, 1, 4, 1.0, {}), (6, 2, 1, 1.0, {}), (16, 3, 8, 200.0, {}),
+    (16, 3, 8, 1.0, {"query_norm": True, "value_scale": 10.0, "output_gain": True}),
+])
+def test_inference_memory_computes_the_layers_numbers(parents, children, top_k, scale, options):
     """export.inference_memory (the form the bundle runs) == SparseMemory on both of its paths, for
-    several shapes: one child per parent, every parent chosen, a single parent chosen; and logits in
-    the hundreds (``scale``), where an exponential without its max subtracted would overflow."""
+    several shapes: one child per parent, every parent chosen, a single parent chosen; logits in
+    the hundreds (``scale``), where an exponential without its max subtracted would overflow; and
+    the recipe's options (keys read the normalised query, values read times their scale)."""
     import tensorflow as tf
 
     from spartan_tf.export import inference_memory
     from spartan_tf.memory import SparseMemory
 
     hidden = np.random.default_rng(0).normal(0.0, scale, (2, 7, 24)).astype(np.float32)
-    layer = SparseMemory(parents, children, top_k, temperature=1.6, balance_loss_weight=0.0, seed=3)
+    layer = SparseMemory(parents, children, top_k, temperature=1.6, balance_loss_weight=0.0, seed=3, **options)
     layer.build(tf.TensorShape([None, None, 24]))
     layer.set_weights([np.random.default_rng(i).normal(0.0, 0.5, w.shape).astype(np.float32)
                        for i, w in enumerate(layer.get_weights())])

@@ -8,8 +8,9 @@ import tf_keras
 from spartan_tf.memory import SparseMemory
 
 
-def numpy_memory(h, P, K, V, top_k, temperature):
-    """DESIGN.md's formulas, position by position, in float64: (next_hidden, parent_weights)."""
+def numpy_memory(h, P, K, V, top_k, temperature, query_norm=False):
+    """DESIGN.md's formulas, position by position, in float64: (next_hidden, parent_weights).
+    With ``query_norm`` the keys are matched against (h - mean(h)) / sqrt(var(h) + 1e-6)."""
     B, S, H = h.shape
     E = P.shape[0]
     out = np.zeros_like(h, dtype=np.float64)
@@ -17,7 +18,8 @@ def numpy_memory(h, P, K, V, top_k, temperature):
     for b in range(B):
         for s in range(S):
             x = h[b, s].astype(np.float64)
-            a = P @ x
+            query = (x - x.mean()) / np.sqrt(x.var() + 1e-6) if query_norm else x
+            a = P @ query
             keep = np.argsort(-a)[:top_k]
             masked = np.full(E, -np.inf)
             masked[keep] = a[keep]
@@ -25,7 +27,7 @@ def numpy_memory(h, P, K, V, top_k, temperature):
             p /= p.sum()
             m = np.zeros(H)
             for e in range(E):
-                c = K[e] @ x / temperature
+                c = K[e] @ query / temperature
                 q = np.exp(c - c.max())
                 q /= q.sum()
                 m += p[e] * (q @ V[e])
@@ -118,9 +120,47 @@ def test_balance_loss_matches_formula_and_ignores_padding():
     assert quiet.losses == []  # off by default
 
 
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_query_norm_and_value_scale_match_numpy(path):
+    """query_norm: keys read layer_norm(h) but the residual adds to h itself; value_scale: the values
+    read are the stored ones times the scale."""
+    h, P, K, V = random_case(seed=7)
+    h = 3.0 * h + 5.0  # a mean and a scale that the norm removes
+    expected, expected_weights = numpy_memory(h, P, K, 4.0 * V, 3, 1.6, query_norm=True)
+    layer = loaded_memory(P, K, V, 3, 1.6, path, query_norm=True, value_scale=4.0)
+    hidden = tf.constant(h, tf.float32)
+    np.testing.assert_allclose(layer(hidden).numpy(), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(layer.parent_weights(hidden).numpy(), expected_weights, atol=1e-6)
+    np.testing.assert_allclose(layer.values().numpy(), 4.0 * V, rtol=1e-6)
+
+
+def test_output_gain_scales_the_memory_output_per_hidden_unit():
+    h, P, K, V = random_case(seed=8)
+    gain = np.linspace(0.5, 2.0, h.shape[-1])
+    expected, _ = numpy_memory(h, P, K, V * gain, 3, 1.6)
+    layer = loaded_memory(P, K, V, 3, 1.6, "dense", output_gain=True)
+    np.testing.assert_array_equal(layer.gain.numpy(), np.ones(h.shape[-1]))  # starts at 1
+    layer.gain.assign(gain)
+    np.testing.assert_allclose(layer(tf.constant(h, tf.float32)).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_initial_scales_of_keys_and_values():
+    """value_initializer_range is the std of the values as read (after value_scale); 0 gives zeros."""
+    layer = SparseMemory(num_parents=16, children_per_parent=4, top_k=2, key_initializer_range=0.05,
+                         value_initializer_range=0.02, value_scale=10.0, seed=1)
+    layer.build((None, None, 256))
+    assert np.std(layer.parent_keys.numpy()) == pytest.approx(0.05 * 0.88, rel=0.1)  # truncated normal
+    assert np.std(layer.values().numpy()) == pytest.approx(0.02 * 0.88, rel=0.1)
+    assert np.std(layer.child_values.numpy()) == pytest.approx(0.002 * 0.88, rel=0.1)
+    identity = SparseMemory(num_parents=4, children_per_parent=2, top_k=2, value_initializer_range=0.0, seed=1)
+    hidden = tf.random.stateless_normal((2, 3, 8), seed=(1, 2))
+    np.testing.assert_array_equal(identity(hidden).numpy(), hidden.numpy())
+
+
 def test_get_config_round_trip_and_registered_name():
     layer = SparseMemory(num_parents=5, children_per_parent=2, top_k=2, temperature=0.7,
-                         balance_loss_weight=0.1, path="sparse", seed=11, name="memory_03")
+                         balance_loss_weight=0.1, path="sparse", query_norm=True, key_initializer_range=0.05,
+                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, seed=11, name="memory_03")
     hidden = tf.random.stateless_normal((2, 3, 10), seed=(1, 2))
     out = layer(hidden)
     config = layer.get_config()
@@ -152,6 +192,7 @@ def test_seeds_give_distinct_reproducible_initial_weights():
 @pytest.mark.parametrize("kwargs,message", [
     ({"top_k": 0}, "top_k"), ({"top_k": 17}, "top_k"), ({"temperature": 0}, "temperature"),
     ({"path": "fast"}, "path"), ({"children_per_parent": 0}, "children_per_parent"),
+    ({"key_initializer_range": 0}, "key_initializer_range"), ({"value_scale": 0}, "value_scale"),
 ])
 def test_rejects_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

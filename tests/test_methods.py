@@ -63,6 +63,16 @@ def test_every_method_is_registered_with_the_protocol():
     assert METHODS["full"].trains_backbone and not any(METHODS[n].trains_backbone for n in ("spartan", "adapters", "lora"))
 
 
+def test_a_model_saved_before_the_value_scale_existed_loads_with_the_scale_it_was_trained_with():
+    from spartan_tf.methods.spartan import SpartanMethod
+
+    old = {"name": "spartan", "num_parents": 16, "children_per_parent": 3, "top_k": 8, "temperature": 1.6,
+           "balance_loss_scale": 0.0, "path": "dense"}  # a config.json written before the recipe options
+    method = SpartanMethod.from_dict(old)
+    assert (method.value_scale, method.query_norm, method.output_gain) == (1.0, False, False)
+    assert SpartanMethod().value_scale == 10.0  # while a new model gets today's default
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--method", "lora", "--adapter-size", "8"], "--adapter-size is a flag of --method adapters, not of --method lora"),
     (["--method", "adapters", "--lora-rank", "4"], "--lora-rank is a flag of --method lora"),

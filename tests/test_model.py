@@ -93,8 +93,21 @@ def test_training_moves_every_task_weight_and_no_backbone_weight(tiny_backbone):
         assert not np.array_equal(task_before[name], variable.numpy()), f"{name} never changed"
 
 
+def test_mean_pooling_head_reads_the_mean_of_the_real_tokens():
+    head = ClassificationHead(2, pooling="mean", seed=5, name="head")
+    hidden = np.random.default_rng(0).normal(size=(2, 4, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.int32)
+    logits = head(tf.constant(hidden), attention_mask=tf.constant(mask)).numpy()
+    pooler_kernel, pooler_bias, classifier_kernel, classifier_bias = [w.numpy() for w in head.weights]
+    means = np.stack([hidden[0].mean(axis=0), hidden[1, :2].mean(axis=0)])  # padding left out
+    expected = np.tanh(means @ pooler_kernel + pooler_bias) @ classifier_kernel + classifier_bias
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        ClassificationHead(2, pooling="max")
+
+
 def test_head_get_config_round_trip(tiny_backbone):
-    head = ClassificationHead(3, dropout=0.2, seed=5, name="head")
+    head = ClassificationHead(3, pooling="mean", dropout=0.2, seed=5, name="head")
     hidden = tf.random.stateless_normal((2, 4, 8), seed=(3, 4))
     logits = head(hidden)
     clone = ClassificationHead.from_config(head.get_config())

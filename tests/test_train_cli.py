@@ -13,6 +13,7 @@ import pytest
 from repo_paths import GLUE_SAMPLES, REPO
 from spartan_tf import evaluate, train
 from spartan_tf.errors import run_cli
+from spartan_tf.methods.spartan import PRESETS
 
 
 def run(module, argv, capsys):
@@ -45,7 +46,11 @@ def test_training_writes_a_complete_small_model(trained_qnli, tiny_model_dir):
     assert config["task"]["name"] == "qnli"
     assert config["task"]["label_names"] == ["entailment", "not_entailment"]
     assert config["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
-                                "temperature": 1.6, "balance_loss_scale": 0.0, "path": "dense"}
+                                "temperature": 1.6, "balance_loss_scale": 0.0, "path": "dense",
+                                "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
+                                "value_scale": 10.0, "output_gain": False}
+    assert config["head"] == {"dropout": 0.1, "pooling": "mean"}
+    assert config["training"]["lr_schedule"] == "linear" and config["training"]["warmup_ratio"] == 0.0
     assert config["backbone"]["model"] == str(tiny_model_dir)
     assert config["backbone"]["fingerprint"].startswith("sha256:")
     assert config["max_seq_length"] == 128 and config["training"]["train_examples"] == 32
@@ -99,12 +104,26 @@ def test_evaluate_refuses_a_backbone_with_another_fingerprint(trained_qnli, othe
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--children", "50"], "multiple of --num-parents"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--top-k", "20"], "--top-k 20"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--epochs", "0"], "--epochs 0"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--warmup-ratio", "1"], "--warmup-ratio 1.0"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--value-scale", "0"], "--value-scale 0.0"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--method", "adapters", "--preset", "reference"],
+     "--preset reference is a SPARTAN recipe"),
 ])
 def test_bad_arguments_give_one_clear_line(argv, message, capsys, tmp_path):
     code, _, err = run(train, argv + ["--output-dir", tmp_path / "out"], capsys)
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_preset_reference_restores_the_papers_setting_and_explicit_flags_win():
+    reference = train.parse_args(["--task", "qnli", "--preset", "reference"])
+    assert (reference.learning_rate, reference.lr_schedule, reference.pooling, reference.value_scale,
+            reference.query_norm, reference.top_k) == (1e-3, "linear", "cls", 1.0, False, 8)
+    mixed = train.parse_args(["--task", "qnli", "--preset", "reference", "--value-scale", "3"])
+    assert mixed.value_scale == 3.0 and mixed.lr_schedule == "linear"
+    every_flag = {action.dest for action in train.build_parser()._actions}
+    assert set(PRESETS["reference"]) <= every_flag  # a preset names real flags only
 
 
 def test_malformed_row_names_file_and_line(tmp_path, capsys):

@@ -1,0 +1,50 @@
+"""benchmarks/bench_ablation.py: its summary against a hand computation, and what it refuses."""
+
+import json
+import statistics
+
+import pytest
+
+from benchmarks import bench_ablation
+from spartan_tf.errors import SpartanError
+
+
+def run(*accuracies):
+    return {"epochs": [{"accuracy": accuracy} for accuracy in accuracies], "train_seconds": 10.0}
+
+
+def test_summary_gives_mean_and_sd_over_seeds_of_the_last_epoch_and_skips_failed_runs():
+    runs = {"a/qnli/1": run(0.5, 0.70), "a/qnli/2": run(0.5, 0.80), "a/qnli/3": {"error": "boom"},
+            "a/sst2/1": run(0.9), "b/qnli/1": run(0.6, 0.65)}
+    result = bench_ablation.summary(runs, ["a", "b"], ["qnli", "sst2"], [1, 2, 3])
+    assert result["a"]["tasks"]["qnli"] == {"mean": pytest.approx(0.75), "sd": pytest.approx(statistics.stdev([0.7, 0.8])),
+                                            "seeds": 2}
+    assert result["a"]["mean_over_tasks"] == pytest.approx((0.75 + 0.9) / 2)
+    assert result["b"]["tasks"] == {"qnli": {"mean": 0.65, "sd": 0.0, "seeds": 1}}
+    rows = bench_ablation.table_rows(runs, ["a"], ["qnli"], [1, 2, 3])
+    assert rows == [["a", "qnli", 3, "0.750 ± 0.071", "0.500 ± 0.000", "10"]]
+
+
+def test_refuses_to_mix_runs_of_another_budget_into_an_output(tmp_path):
+    output = tmp_path / "ablation.json"
+    output.write_text(json.dumps({"budget": {"samples": 200, "epochs": 3, "eval_samples": 1000, "extra": []},
+                                  "runs": {}}))
+    with pytest.raises(SpartanError, match="holds runs of another budget"):
+        bench_ablation.main(["--output", str(output), "--data-dir", str(tmp_path)])
+    assert json.loads(output.read_text())["budget"]["samples"] == 200  # left as it was
+
+
+@pytest.mark.parametrize("argv,message", [(["--variants", "nope"], "--variants: unknown nope"),
+                                          (["--tasks", "mnli2"], "--tasks: unknown mnli2"),
+                                          (["--samples", "0"], "must be >= 1")])
+def test_bad_arguments_are_named(argv, message, tmp_path):
+    with pytest.raises(SpartanError, match=message):
+        bench_ablation.main([*argv, "--data-dir", str(tmp_path), "--output", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_every_variant_names_a_known_method_and_spartan_rows_start_from_a_preset_or_the_defaults():
+    for name, (method, flags) in bench_ablation.VARIANTS.items():
+        assert method in ("spartan", "adapters", "lora", "full"), name
+        if method == "spartan" and name != "default":
+            assert flags[:2] == ["--preset", "reference"], name
