@@ -130,24 +130,12 @@ def inference_memory(memory):
     values = tf.constant(np.concatenate([memory.values().numpy()[:, slot, :] for slot in range(slots)]))  # [C*E, H]
 
     def run(hidden):
+        from spartan_tf.shared_graph import memory_forward
+
         query = memory.query(hidden)  # hidden itself, or its layer norm with query_norm
         parent_logits, child_logits = tf.split(tf.matmul(query, unit_keys), [parents, slots * parents], axis=-1)
-        parent_logits, child_logits = parent_logits * parent_scale, child_logits * child_scale
-        slot_logits = tf.split(child_logits, slots, axis=-1)  # C x [B, S, E]
-        child_max = slot_logits[0]
-        for logits in slot_logits[1:]:
-            child_max = tf.maximum(child_max, logits)
-        child_exp = tf.exp(child_logits - tf.concat([child_max] * slots, axis=-1))  # [B, S, C*E]
-        child_sum = tf.add_n(tf.split(child_exp, slots, axis=-1))  # [B, S, E]
-
-        pairs = tf.expand_dims(parent_logits, -2) - tf.expand_dims(parent_logits, -1)  # [B, S, e, j]: a_j - a_e
-        rank = tf.reduce_sum(tf.clip_by_value(pairs * 1e30, 0.0, 1.0), axis=-1)  # parents above e
-        kept = tf.clip_by_value(top_k - rank, 0.0, 1.0)  # [B, S, E]: 1 for the top k, else 0
-        parent_exp = tf.exp(parent_logits - tf.reduce_max(parent_logits, axis=-1, keepdims=True)) * kept
-
-        scale = parent_exp / (tf.reduce_sum(parent_exp, axis=-1, keepdims=True) * child_sum)  # [B, S, E]
-        weights = child_exp * tf.concat([scale] * slots, axis=-1)  # [B, S, C*E]
-        return hidden + tf.matmul(weights, values)
+        return memory_forward(hidden, parent_logits * parent_scale, child_logits * child_scale,
+                              lambda weights: tf.matmul(weights, values), float(top_k), slots)
 
     return run
 
