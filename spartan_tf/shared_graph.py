@@ -74,7 +74,7 @@ def task_tensors(model) -> dict:
                 [module.parent_keys.numpy()] + [child_keys[:, slot, :] for slot in range(slots)])  # [E + C*E, H]
             values = module.values().numpy()  # [E, C, H]
             tensors[f"{prefix}_values"] = np.concatenate([values[:, slot, :] for slot in range(slots)]).T  # [H, C*E]
-            tensors[f"{prefix}_top_k"] = np.float32(module.top_k)
+            tensors[f"{prefix}_top_k"] = np.array([module.top_k], dtype=np.float32)  # [1]: see tensor_specs
         elif name == "adapters":
             for site, (down, down_bias, up, up_bias) in module.sites.items():
                 tensors[f"{prefix}_{site}_down"] = down.numpy().T  # [m, H]
@@ -107,7 +107,7 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
             E, C = method["num_parents"], method["children_per_parent"]
             specs[f"{prefix}_keys"] = [E + C * E, H]
             specs[f"{prefix}_values"] = [H, C * E]
-            specs[f"{prefix}_top_k"] = []
+            specs[f"{prefix}_top_k"] = [1]  # not a 0-d input: ai-edge-litert 2.3 crashes on one on aarch64
         elif method["name"] == "adapters":
             for site in ("attention", "output"):
                 specs.update({f"{prefix}_{site}_down": [None, H], f"{prefix}_{site}_down_bias": [None],
@@ -161,7 +161,7 @@ def memory_forward(hidden, parent_logits, child_logits, values, top_k, slots: in
 
     ``parent_logits`` [B, S, E] and ``child_logits`` [B, S, C*E] (slot-major, temperature applied):
     the query against every key; ``values(weights [B, S, C*E]) -> [B, S, H]``; ``top_k`` a float
-    scalar. Written for TFLite (spartan_tf.export.inference_memory explains each choice): top-k by
+    (a scalar, or a [1] tensor). Written for TFLite (spartan_tf.export.inference_memory explains each choice): top-k by
     rank instead of TOPK_V2, softmax within each parent over C slot tensors, no reshape.
     """
     import tensorflow as tf

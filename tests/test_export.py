@@ -208,13 +208,13 @@ def test_shared_graph_signature_and_task_tensors(bundle_runs):
               for name, d in interpreter.get_signature_runner("classify").get_input_details().items()}
     assert shapes["input_ids"] == shapes["attention_mask"] == shapes["token_type_ids"] == [-1, -1]
     assert shapes["layer_01_keys"] == [4 + 2 * 4, 32] and shapes["layer_01_values"] == [32, 2 * 4]
-    assert shapes["layer_00_top_k"] == [] and shapes["head_pooler_kernel"] == [32, 32]
+    assert shapes["layer_00_top_k"] == [1] and shapes["head_pooler_kernel"] == [32, 32]
     assert shapes["head_classifier_kernel"] == [-1, 32] and shapes["head_classifier_bias"] == [-1]
     with np.load(out / "qnli.npz") as archive:
         stored = {name: archive[name] for name in archive.files}
     assert sorted(name for name in stored if not name.endswith(".scale")) == sorted(tensors)
     assert stored["layer_00_keys"].dtype == np.int8 and stored["layer_00_keys.scale"].shape == (12,)
-    assert stored["layer_00_top_k"].dtype == np.float32 and float(stored["layer_00_top_k"]) == 2.0
+    assert stored["layer_00_top_k"].dtype == np.float32 and stored["layer_00_top_k"].tolist() == [2.0]
     assert "TOPK_V2" not in operator_names((out / GRAPH_FILE).read_bytes())
 
 
