@@ -1,17 +1,12 @@
-"""Keras -> TFLite: the signatures of the device bundle, their conversion, and their operator list.
+"""Keras -> TFLite: the one-graph (whole) signatures, their pieces, conversion and operator list.
 
-A bundle splits one task model into the pieces the device chains (see docs/bundle-format.md):
-
-    backbone.tflite   embed(input_ids, token_type_ids) -> hidden
-                      layer_XX(hidden, attention_mask) -> hidden       one per encoder layer
-    <task>.tflite     memory_XX(hidden) -> hidden                       one per encoder layer
-                                                                         (the last: position 0 only)
-                      head(hidden) -> logits
-    <task>.fused.tflite  classify(input_ids, attention_mask, token_type_ids) -> logits
-
-A method that changes the encoder layers themselves (adapters, LoRA, full fine-tuning) cannot run
-on the shared backbone file; its task file is the whole model in one graph (``whole_signatures``,
-signature ``classify`` as in a fused file). LoRA goes merged (a plain BERT graph) or unmerged.
+A whole task's file is one graph, signature ``classify(input_ids, attention_mask, token_type_ids)
+-> logits``: SPARTAN fused (``fused_signatures``: embed, then each layer and its memory, then the
+head) or a method that changes the encoder layers (``whole_signatures``: adapters, LoRA merged or
+unmerged, full fine-tuning). The pieces ``fused_signatures`` is built from (``backbone_signatures``:
+embed and layer_XX; ``task_signatures``: memory_XX and head) are tf.functions of their own, which
+benchmarks also time separately. The shared-backbone graph of a bundle's shared tasks, with the
+task tensors as inputs, is spartan_tf/shared_graph.py (docs/bundle-format.md).
 
 Every input has a dynamic batch dimension B and a dynamic length dimension S; hidden is
 float32 [B, S, H], ids and masks are int32 [B, S], logits float32 [B, num_outputs].
