@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a spartan-tf bundle on a device: classify texts with its TFLite tasks (split or whole).
+"""Run a spartan-tf bundle on a device: classify texts with its TFLite tasks (shared or whole).
 
     python device/infer.py --bundle models/tflite --task qnli --text "Who wrote Hamlet?" \\
         --text-pair "Hamlet was written by Shakespeare."
