@@ -1,22 +1,24 @@
-"""Device speed per method: the backbone alone, SPARTAN split and fused, adapters, LoRA unmerged and
-merged, and full fine-tuning, through the device client, all in one run.
+"""Device speed per deployment: SPARTAN shared and fused, adapters shared and whole, LoRA, a fixed-128
+one-graph model, and two SPARTAN tasks switching every text, through the device client, in one run.
 
     .venv/bin/python benchmarks/bench_device.py --models-dir models/bench-fewshot
     .venv/bin/python benchmarks/bench_device.py --models-dir models/bench-fewshot --quick
 
-The seven rows run in this one process through the device client's own code (device/spartan_device:
-tokenization, padding and the interpreter calls, as ``infer.py`` runs them), batch 1, on the first
-``--num-texts`` QNLI dev pairs: padded or cut to exactly 64 or 128 tokens, or at their real
-lengths; with 1 and 2 threads. The rows take turns in blocks of ``--block`` texts, the order
-rotating from block to block, for ``--repeats`` passes: a host whose speed drifts (this VM's moved
-by 25% from one minute to the next) slows every row alike, so the ratios hold even when the
-absolute figures move. Per cell: texts/s, p50/p90 latency per text, and process CPU time per text
-(all threads); ratios of latency and CPU time against the backbone alone (the limit: no task at
-all) and of throughput against adapters. Each row also runs once as ``python device/infer.py
---benchmark --json`` (1 thread, real lengths, 30 texts), which shows the command line runs it and
-gives its peak memory. The bundles come from benchmarks/method_bundles.py (converted when
-missing). Prints Markdown tables, writes JSON (default benchmarks/results/device.json) and a PNG
-plot beside it.
+The rows run in this one process through the device client's own code (device/spartan_device:
+tokenization, padding and the interpreter calls, as ``infer.py`` runs them), batch 1, int8, on the
+first ``--num-texts`` QNLI dev pairs: padded or cut to exactly 64 or 128 tokens, or at their real
+lengths; with 1 and 2 threads. The fixed-128 row's graph has a fixed [1, 128] input, so its texts
+are always padded to 128 (what MediaPipe-style exports run). The two-task row alternates qnli and
+sst2 (both SPARTAN, one shared graph) text by text. The rows take turns in blocks of ``--block``
+texts, the order rotating from block to block, for ``--repeats`` passes: a host whose speed drifts
+slows every row alike, so the ratios hold even when the absolute figures move. Per cell: texts/s,
+p50/p90 latency per text, and process CPU time per text (all threads); ratios of CPU time against
+SPARTAN fused and adapters whole, of throughput against fixed-128. Each row also runs once as
+``python device/infer.py --benchmark --json`` (1 thread, real lengths, 30 texts; the two-task row
+on a JSON-lines input alternating the tasks), which gives its peak memory, each task's load time
+and the resident memory after each load. The bundles come from benchmarks/method_bundles.py
+(converted when missing). Prints Markdown tables, writes JSON (default
+benchmarks/results/device.json) and a PNG plot beside it.
 """
 
 import argparse
@@ -25,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,18 +36,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device"))
 
-from benchmarks.method_bundles import REPO, ensure_bundles  # noqa: E402
+from benchmarks.method_bundles import FIXED_LENGTH, REPO, ensure_bundles  # noqa: E402
 from benchmarks.method_runs import machine, print_table, write_json  # noqa: E402
 
-ROWS = {  # label -> (bundle form, --graph)
-    "backbone alone": ("spartan", "backbone"),
-    "SPARTAN split": ("spartan", "split"),
-    "SPARTAN fused": ("spartan", "fused"),
-    "adapters": ("adapters", "auto"),
-    "LoRA unmerged": ("lora-unmerged", "auto"),
-    "LoRA merged": ("lora-merged", "auto"),
-    "full": ("full", "auto"),
+ROWS = {  # label -> (bundle form, the tasks it runs, taking turns text by text)
+    "SPARTAN shared": ("spartan", ["qnli"]),
+    "SPARTAN fused": ("spartan-whole", ["qnli"]),
+    "adapters shared": ("adapters", ["qnli"]),
+    "adapters whole": ("adapters-whole", ["qnli"]),
+    "LoRA unmerged shared": ("lora-unmerged", ["qnli"]),
+    "LoRA merged (plain BERT graph)": ("lora-merged", ["qnli"]),
+    "fixed-128 one graph": ("fixed-128", ["qnli"]),
+    "SPARTAN shared, 2 tasks switching": ("spartan-2tasks", ["qnli", "sst2"]),
 }
+FIXED = {"fixed-128 one graph": FIXED_LENGTH}  # rows whose graph takes one length only
 TASK = "qnli"
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "glue" / "QNLI" / "dev.tsv"
 
@@ -74,7 +79,7 @@ def read_pairs(path: str, count: int) -> list:
 
 
 def load_engines(bundles: dict, threads: int) -> dict:
-    """{row label: a device Engine for it}, every file loaded and warmed up; exits with the client's
+    """{row label: a device Engine for it}, every task loaded and warmed up; exits with the client's
     message if a bundle cannot be used."""
     from spartan_device.bundle import read_bundle
     from spartan_device.engine import Engine
@@ -84,38 +89,41 @@ def load_engines(bundles: dict, threads: int) -> dict:
     engines = {}
     try:
         runtime = choose_runtime()
-        for label, (form, graph) in ROWS.items():
-            engine = Engine(read_bundle(bundles[form]), runtime, threads=threads, graph=graph)
-            if graph == "backbone":
-                engine.backbone("--graph backbone")
-            else:
-                engine.task(TASK)
+        for label, (form, tasks) in ROWS.items():
+            engine = Engine(read_bundle(bundles[form]), runtime, threads=threads)
+            for task in tasks:
+                engine.task(task)
             engines[label] = engine
     except DeviceError as err:
         sys.exit(f"error: {err}")
     return engines
 
 
-def classify(engine, pair, length: int | None, max_length: int) -> int:
+def classify(engine, task: str, pair, length: int | None, max_length: int) -> int:
     """One text through one row, as the client's --benchmark times it: tokenize (truncating to the
     task's ``max_length``), pad to ``length`` (None: its own), run. Returns its tokens."""
     from spartan_device.engine import pad
 
     batch = pad(engine.tokenization.encode([pair], length or max_length), length)
-    if engine.graph == "backbone":
-        engine.backbone_hidden(batch)
-    else:
-        engine.logits(engine.task(TASK), batch)
+    engine.logits(engine.task(task), batch)
     return batch.num_tokens
 
 
 def measure(engines: dict, pairs: list, length: int | None, repeats: int, block: int) -> dict:
     """{row: figures}: the rows take turns in blocks of ``block`` texts, rotating who goes first."""
     labels = list(engines)
-    max_lengths = {label: engine.bundle.task(TASK).max_length for label, engine in engines.items()}  # read once
+    tasks = {label: ROWS[label][1] for label in labels}
+    max_lengths = {label: {task: engines[label].bundle.task(task).max_length for task in tasks[label]}
+                   for label in labels}  # read once
+    lengths = {label: FIXED.get(label, length) for label in labels}
+
+    def run(label, index, pair):
+        task = tasks[label][index % len(tasks[label])]
+        return classify(engines[label], task, pair, lengths[label], max_lengths[label][task])
+
     for label in labels:  # warm-up, untimed
-        for pair in pairs[:5]:
-            classify(engines[label], pair, length, max_lengths[label])
+        for index, pair in enumerate(pairs[:5]):
+            run(label, index, pair)
     latencies = {label: [] for label in labels}
     cpu_seconds = dict.fromkeys(labels, 0.0)
     tokens = dict.fromkeys(labels, 0)
@@ -126,15 +134,16 @@ def measure(engines: dict, pairs: list, length: int | None, repeats: int, block:
             turn += 1
             for label in order:
                 cpu_start = time.process_time()
-                for pair in pairs[start:start + block]:
+                for index in range(start, min(start + block, len(pairs))):
                     t0 = time.perf_counter()
-                    tokens[label] += classify(engines[label], pair, length, max_lengths[label])
+                    tokens[label] += run(label, index, pairs[index])
                     latencies[label].append(1000.0 * (time.perf_counter() - t0))
                 cpu_seconds[label] += time.process_time() - cpu_start
     figures = {}
     for label in labels:
         lat = np.asarray(latencies[label])
         figures[label] = {"texts": len(lat), "mean_tokens": round(tokens[label] / len(lat), 1),
+                          "padded_to": lengths[label],
                           "texts_per_s": round(1000.0 * len(lat) / lat.sum(), 1),
                           "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
                                          "p90": round(float(np.percentile(lat, 90)), 3)},
@@ -142,27 +151,37 @@ def measure(engines: dict, pairs: list, length: int | None, repeats: int, block:
     return figures
 
 
-def peak_memory(bundles: dict, args) -> dict:
-    """{row: peak RSS MB} from one ``infer.py --benchmark --json`` run per row (1 thread, real lengths)."""
-    peaks = {}
-    for label, (form, graph) in ROWS.items():
-        command = [sys.executable, str(REPO / "device" / "infer.py"), "--bundle", str(bundles[form]), "--task", TASK,
-                   "--benchmark", "--json", "--graph", graph, "--threads", "1", "--batch-size", "1",
-                   "--num-texts", "30", "--input", args.input]
+def peak_memory(bundles: dict, args, scratch: Path) -> dict:
+    """{row: {peak_rss_mb, task_load_ms, rss_after_load_mb}} from one ``infer.py --benchmark --json``
+    run per row (1 thread, real lengths; the two-task row on an input alternating its tasks)."""
+    pairs = read_pairs(args.input, 30)
+    results = {}
+    for label, (form, tasks) in ROWS.items():
+        source = scratch / f"{form}.jsonl"
+        source.write_text("".join(json.dumps({"id": i, "task": tasks[i % len(tasks)], "text": text,
+                                              "text_pair": pair}) + "\n" for i, (text, pair) in enumerate(pairs)))
+        command = [sys.executable, str(REPO / "device" / "infer.py"), "--bundle", str(bundles[form]), "--benchmark",
+                   "--json", "--threads", "1", "--batch-size", "1", "--input", str(source)]
+        if label in FIXED:
+            command += ["--seq-length", str(FIXED[label])]
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
         if done.returncode != 0:
             sys.exit(f"error: {' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
-        peaks[label] = json.loads(done.stdout)["peak_rss_mb"]
-    return peaks
+        figures = json.loads(done.stdout)
+        results[label] = {key: figures[key] for key in ("peak_rss_mb", "task_load_ms", "rss_after_load_mb")}
+        results[label]["task_file_bytes"] = {task: (bundles[form] / json.loads(
+            (bundles[form] / "manifest.json").read_text())["tasks"][task]["file"]).stat().st_size for task in tasks}
+    return results
 
 
 def table(cells: dict) -> list:
-    """Rows for one (threads, length): texts/s, p50, p90, latency vs backbone, throughput vs adapters, CPU."""
-    backbone, adapters = cells["backbone alone"], cells["adapters"]
+    """Rows for one (threads, length): texts/s, p50, p90, CPU per text, CPU vs SPARTAN fused and vs
+    adapters whole, throughput vs fixed-128."""
+    fused, adapters, fixed = cells["SPARTAN fused"], cells["adapters whole"], cells["fixed-128 one graph"]
     return [[label, f"{c['texts_per_s']:.1f}", f"{c['latency_ms']['p50']:.2f}", f"{c['latency_ms']['p90']:.2f}",
-             f"{c['latency_ms']['p50'] / backbone['latency_ms']['p50']:.3f}x",
-             f"{c['texts_per_s'] / adapters['texts_per_s']:.2f}x", f"{c['cpu_ms_per_text']:.2f}",
-             f"{c['cpu_ms_per_text'] / backbone['cpu_ms_per_text']:.3f}x"]
+             f"{c['cpu_ms_per_text']:.2f}", f"{c['cpu_ms_per_text'] / fused['cpu_ms_per_text']:.3f}x",
+             f"{c['cpu_ms_per_text'] / adapters['cpu_ms_per_text']:.3f}x",
+             f"{c['texts_per_s'] / fixed['texts_per_s']:.2f}x"]
             for label, c in cells.items()]
 
 
@@ -181,7 +200,7 @@ def plot(results: dict, path: Path):
                width, label=label)
     ax.set_xticks([c + 0.4 - width / 2 for c in range(len(configs))], configs)
     ax.set_ylabel("texts/s (batch 1)")
-    ax.set_title("Device client throughput per method (int8, ai-edge-litert)")
+    ax.set_title("Device client throughput per deployment (int8, ai-edge-litert, batch 1)")
     ax.legend(ncol=4, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +220,7 @@ def main(argv=None):
     if not Path(args.input).is_file():
         sys.exit(f"error: --input {args.input}: no such file (QNLI dev TSV expected)")
     output = Path(args.output or f"benchmarks/results/device{'_quick' if args.quick else ''}.json")
-    bundles = ensure_bundles(args.models_dir, args.bundles_dir)
+    bundles = ensure_bundles(args.models_dir, args.bundles_dir, sorted({form for form, _ in ROWS.values()}))
     pairs = read_pairs(args.input, args.num_texts)
 
     load_before, started, results = os.getloadavg(), time.time(), {}
@@ -210,35 +229,40 @@ def main(argv=None):
         for length in args.lengths:
             key = f"{threads} thread{'s' if threads > 1 else ''}, length {length}"
             results[key] = measure(engines, pairs, None if length == "real" else int(length), args.repeats, args.block)
-            split = results[key]["SPARTAN split"]["cpu_ms_per_text"] / results[key]["backbone alone"]["cpu_ms_per_text"]
-            print(f"  {key}: SPARTAN split CPU / backbone alone {split:.3f} ({time.time() - started:.0f} s)",
+            ratio = results[key]["SPARTAN shared"]["cpu_ms_per_text"] / results[key]["SPARTAN fused"]["cpu_ms_per_text"]
+            print(f"  {key}: SPARTAN shared CPU / fused {ratio:.3f} ({time.time() - started:.0f} s)",
                   file=sys.stderr, flush=True)
         del engines
     load_after = os.getloadavg()
-    peaks = peak_memory(bundles, args)
+    with tempfile.TemporaryDirectory(prefix="bench-device-") as scratch:
+        memory = peak_memory(bundles, args, Path(scratch))
 
+    from benchmarks.method_runs import cpu_model
     from spartan_device.runtime import choose_runtime
 
-    print(f"\n{len(pairs)} QNLI dev pairs x {args.repeats} passes, batch 1, {choose_runtime()}, int8 bundles; rows "
-          f"interleaved in blocks of {args.block} texts; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"\n{len(pairs)} QNLI dev pairs x {args.repeats} passes, batch 1, {choose_runtime()}, int8 bundles, "
+          f"CPU {cpu_model()} ({os.cpu_count()} cpus); rows interleaved in blocks of {args.block} texts; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     for key, cells in results.items():
-        print(f"\n{key} (mean {cells['SPARTAN split']['mean_tokens']} tokens)\n")
-        print_table(["deployment", "texts/s", "p50 ms", "p90 ms", "latency vs backbone", "throughput vs adapters",
-                     "CPU ms/text", "CPU vs backbone"], table(cells))
-    print("\npeak memory of one `infer.py --benchmark` process (1 thread, real lengths)\n")
-    print_table(["deployment", "peak RSS MB"], [[label, f"{mb:.0f}"] for label, mb in peaks.items()])
-    for measure_name, value in (("p50 latency", lambda c: c["latency_ms"]["p50"]),
-                                ("CPU per text", lambda c: c["cpu_ms_per_text"])):
-        ratios = [value(cells["SPARTAN split"]) / value(cells["backbone alone"]) for cells in results.values()]
-        print(f"\nSPARTAN split {measure_name} / backbone alone: {', '.join(f'{r:.3f}' for r in ratios)} "
-              f"(goal <= 1.05)")
+        print(f"\n{key} (mean {cells['SPARTAN shared']['mean_tokens']} tokens)\n")
+        print_table(["deployment", "texts/s", "p50 ms", "p90 ms", "CPU ms/text", "CPU vs SPARTAN fused",
+                     "CPU vs adapters whole", "texts/s vs fixed-128"], table(cells))
+    print("\nmemory of one `infer.py --benchmark` process (1 thread, real lengths)\n")
+    print_table(["deployment", "peak RSS MB", "task loads (ms)", "resident after each load (MB)", "task file bytes"],
+                [[label, f"{m['peak_rss_mb']:.0f}", ", ".join(f"{t} {ms:.0f}" for t, ms in m["task_load_ms"].items()),
+                  ", ".join(f"{t} {mb:.1f}" for t, mb in m["rss_after_load_mb"].items()),
+                  ", ".join(f"{t} {b:,}" for t, b in m["task_file_bytes"].items())] for label, m in memory.items()])
+    for name, other in (("SPARTAN fused", "goal <= 1.02"), ("adapters whole", "goal <= 1.00"),
+                        ("adapters shared", "goal <= 1.00")):
+        ratios = [cells["SPARTAN shared"]["cpu_ms_per_text"] / cells[name]["cpu_ms_per_text"] for cells in results.values()]
+        print(f"\nSPARTAN shared CPU per text / {name}: {', '.join(f'{r:.3f}' for r in ratios)} ({other})")
     write_json(output, {"benchmark": "device", "machine": {**machine(), "load_before": load_before,
                                                            "load_after": load_after},
                         "setting": {"threads": args.threads, "lengths": args.lengths, "num_texts": len(pairs),
                                     "repeats": args.repeats, "block": args.block, "input": args.input,
                                     "batch_size": 1},
                         "bundles": {form: str(path) for form, path in bundles.items()},
-                        "cells": results, "peak_rss_mb": peaks})
+                        "cells": results, "memory": memory})
     if importlib.util.find_spec("matplotlib") is None:  # not in device/requirements.txt: a Pi may lack it
         print(f"\nwrote {output} (no plot: matplotlib is not installed)")
         return

@@ -1,15 +1,13 @@
-"""How should the bundle handle sequence length? Dynamic [B, S] signatures vs fixed-length graphs.
+"""How should the bundle handle sequence length? Dynamic [B, S] graphs vs fixed-length graphs.
 
     .venv/bin/python benchmarks/bench_seq_length.py --model-dir models/qnli [--examples 300] [--threads 1]
 
-Converts one trained task several ways (int8 weights, as the bundle) and runs the first N dev
-examples one at a time, batch 1, through the split chain the device runs
-(embed -> (layer_i -> memory_i)* -> head):
+Converts one trained task several ways (int8 weights, as the bundle) into its one-graph (fused)
+form and runs the first N dev examples one at a time, batch 1:
 
-    dynamic        one graph with dynamic [B, S] inputs, each example at its own length (the bundle)
+    dynamic        one graph with dynamic [B, S] inputs, each example at its own length
     fixed <L>      a fixed [1, L] graph, every example padded to L = the task's max length
     buckets a/b/c  fixed graphs of a few lengths, each example padded to the smallest that fits
-    fused dynamic  the same as "dynamic" in one graph and one call (the cost of splitting)
 
 Prints a table and writes JSON (default benchmarks/results/seq_length.json). Every variant's
 logits are compared with the dynamic one's (int8 quantizes activations per call, so padding can
@@ -43,7 +41,7 @@ def build_parser():
 
 
 class FixedChain:
-    """Split chain over fixed [1, L] graphs: pads each example to its bucket, then runs it."""
+    """Fixed [1, L] graphs: pads each example to its bucket, then runs it."""
 
     def __init__(self, chains_by_length: dict):
         self.chains = dict(sorted(chains_by_length.items()))
@@ -94,24 +92,21 @@ def main(argv=None):
         def convert(name, signatures):
             path = Path(scratch) / name
             start = time.perf_counter()
-            path.write_bytes(export.to_tflite(signatures, "int8", per_channel=not name.startswith("task")))
+            path.write_bytes(export.to_tflite(signatures, "int8"))
             print(f"converted {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
             return path
 
-        def split(length):
+        def fused(length):
             suffix = "dynamic" if length is None else str(length)
-            return parity.SplitBundle(
-                convert(f"backbone-{suffix}.tflite", export.backbone_signatures(backbone, max_length, length)),
-                convert(f"task-{suffix}.tflite", export.task_signatures(model, length)),
+            return parity.WholeBundle(
+                convert(f"fused-{suffix}.tflite", export.fused_signatures(backbone, model, max_length, length)),
                 num_threads=args.threads,
             )
 
-        variants["dynamic"] = split(None)
-        fixed = {length: split(length) for length in buckets}
+        variants["dynamic"] = fused(None)
+        fixed = {length: fused(length) for length in buckets}
         variants[f"fixed {max_length}"] = FixedChain({max_length: fixed[max_length]})
         variants["buckets " + "/".join(map(str, buckets))] = FixedChain(fixed)
-        fused = convert("fused-dynamic.tflite", export.fused_signatures(backbone, model, max_length))
-        variants["fused dynamic"] = parity.FusedBundle(fused, num_threads=args.threads)
 
         results, reference = [], None
         for name, runner in variants.items():

@@ -5,8 +5,10 @@
 
 Runs the trained Keras model (spartan_tf.artifacts.load_trained, the same model `python -m
 spartan_tf.evaluate` scores) and, as a subprocess, `python device/infer.py` on the same rows, then
-prints, per bundle: examples, Keras and client metrics (the task's GLUE metrics, e.g. accuracy), the
-share of examples where both predict the same label, and the logit differences. The client sees exactly the
+prints, per bundle: examples, its deployment (shared or whole), Keras and client metrics (the task's
+GLUE metrics, e.g. accuracy), the share of examples where both predict the same label, the logit
+differences, and whether the goal is met (float32: >= 99% agreement; otherwise the metric within 0.5
+points of Keras). The client sees exactly the
 file the user would give it (its own TSV reader and tokenization).
 """
 
@@ -101,6 +103,7 @@ def main(argv=None):
         figures = {
             "bundle": bundle,
             "weights": manifest["tasks"][task.name].get("weights"),
+            "deployment": manifest["tasks"][task.name].get("deployment"),  # shared (a graph + task tensors) or whole
             "client": compute_metrics(task, client, labels),
             "max_abs_logit_diff": float(f"{diff.max():.3g}"),
             "mean_abs_logit_diff": float(f"{diff.mean():.3g}"),
@@ -112,6 +115,12 @@ def main(argv=None):
                 sys.exit("error: the client's labels disagree with its own logits")
             figures["agreement"] = round(float((keras_pred == client_pred).mean()), 5)
             figures["disagreements"] = int((keras_pred != client_pred).sum())
+        metric = task.metric_names[0]
+        gap = 100 * (figures["client"][metric] - report["keras"][metric])
+        figures[f"{metric}_minus_keras_points"] = round(gap, 2)
+        # the goals: float32 agrees with Keras on >= 99% of examples, int8 within 0.5 points of Keras
+        figures["goal_met"] = (figures.get("agreement", 1.0) >= 0.99 if figures["weights"] == "float32"
+                               else abs(gap) <= 0.5)
         report["bundles"].append(figures)
     print(json.dumps(report, indent=2))
     if args.json_out:

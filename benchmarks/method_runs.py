@@ -42,9 +42,22 @@ def train_run(method: str, task: str, data_dir, out_dir, *extra, log=None) -> di
             "learning_rate": config["training"]["learning_rate"], "method_config": config["method"]}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     """What the figures were measured on (the load average matters: this host's cores are shared)."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 

@@ -3,8 +3,10 @@
     python convert/to_tflite.py                          every task under models/ -> models/tflite/
     python convert/to_tflite.py --model-dir models/qnli --model-dir models/sst2 --output-dir bundle/
 
-SPARTAN tasks are split (a small file on the shared backbone); adapters, LoRA and full fine-tuning
-change the encoder layers, so each of their tasks is one whole model (docs/bundle-format.md).
+SPARTAN, adapter and unmerged LoRA tasks are shared: a task file holds only the task's tensors, run
+on one shared backbone graph (backbone.<graph>.tflite) in one invocation per text; full fine-tuning
+and merged LoRA (the default for LoRA) change the backbone, so each such task is a whole model in
+one graph, as is every task with --whole (docs/bundle-format.md).
 
 The bundle format is docs/bundle-format.md. Bad input exits with code 2 and one ``error: ...``
 line; a float32 bundle that disagrees with Keras in the parity check exits with code 1.
@@ -46,10 +48,12 @@ def build_parser():
         help="write what an older runtime can run: tflite-runtime-2.14 gets float16 weights "
              "(it cannot read the int8 ops TF 2.21 writes)",
     )
-    parser.add_argument("--fused", action="store_true",
-                        help="also write <task>.fused.tflite for SPARTAN tasks (one graph, signature classify)")
+    parser.add_argument("--whole", action="store_true",
+                        help="deploy every task as its own one-graph model (SPARTAN fused, adapters and LoRA in the "
+                             "graph) instead of as task tensors on a shared backbone graph")
     parser.add_argument("--lora-unmerged", action="store_true",
-                        help="keep LoRA's low-rank updates as ops in the graph (default: merged into the kernels)")
+                        help="keep LoRA's low-rank updates apart from the kernels: a shared task (default: merged "
+                             "into the kernels, a whole task)")
     parser.add_argument("--check-samples", type=check_samples, default=200,
                         help="dev examples for the parity check (default 200; 'all'; 0 skips it)")
     return parser
@@ -61,7 +65,7 @@ def main(argv=None):
 
     weights = "float32" if args.float else COMPAT_WEIGHTS[args.compat] if args.compat else "int8"
     model_dirs = args.model_dir or discover_model_dirs(DEFAULT_MODELS_DIR, args.output_dir)
-    options = Options(output_dir=Path(args.output_dir), weights=weights, fused=args.fused,
+    options = Options(output_dir=Path(args.output_dir), weights=weights, whole=args.whole,
                       lora_merged=not args.lora_unmerged,
                       check_samples=args.check_samples)
     convert_bundle(model_dirs, options)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run a spartan-tf bundle on a device: classify texts with its TFLite tasks (split or whole).
+"""Run a spartan-tf bundle on a device: classify texts with its TFLite tasks (shared or whole).
 
     python device/infer.py --bundle models/tflite --task qnli --text "Who wrote Hamlet?" \\
         --text-pair "Hamlet was written by Shakespeare."
@@ -8,8 +8,9 @@
     python device/infer.py --bundle models/tflite --list
     python device/infer.py --bundle models/tflite --task qnli --benchmark --threads 1 --json
 
-Each task runs as deployed (--graph auto): a split task (SPARTAN) as the shared backbone.tflite
-chained with its small task file, a whole task (adapters, LoRA, full) as its one file.
+Each task runs as deployed: a shared task (SPARTAN, adapters, unmerged LoRA) as one invocation of
+its shared backbone graph with the task's tensors set into it (switching tasks never reloads the
+backbone), a whole task (full fine-tuning, merged LoRA, anything converted --whole) as its one file.
 Needs numpy, tokenizers and a TFLite runtime (pip install -r device/requirements.txt); imports
 neither TensorFlow (unless --runtime tensorflow) nor transformers nor spartan_tf.
 Exit codes: 0 all inputs answered; 1 some input lines failed (each reported on stderr with its
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # spartan_device/, however this file is run
@@ -60,10 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-size", type=int, default=8, help="texts per call (default: 8)")
     speed.add_argument("--runtime", choices=("ai_edge_litert", "tflite_runtime", "tensorflow"),
                        help="force a TFLite runtime (default: the first installed, in this order)")
-    speed.add_argument("--graph", choices=("auto", "split", "fused", "backbone"), default="auto",
-                       help="auto: each task as deployed (default); split: shared backbone + task file "
-                            "(split tasks only); fused: a split task's fused file, a whole task's file; "
-                            "backbone: the backbone alone (--benchmark only)")
     speed.add_argument("--num-texts", type=int, help="--benchmark: number of texts (default: all of --input, or 200)")
     speed.add_argument("--warmup", type=int, default=3, help="--benchmark: untimed batches first (default: 3)")
     speed.add_argument("--seq-length", type=int,
@@ -89,8 +87,6 @@ def check_args(args):
         raise DeviceError(f"--warmup must be >= 0, got {args.warmup}")
     if args.seq_length is not None and (args.seq_length < 2 or not args.benchmark):
         raise DeviceError(f"--seq-length {args.seq_length}: goes with --benchmark and must be >= 2 ([CLS] and [SEP])")
-    if args.graph == "backbone" and not args.benchmark:
-        raise DeviceError("--graph backbone runs no task: use it with --benchmark")
     if args.output and not args.input:
         raise DeviceError("--output goes with --input")
     if args.threads is None:
@@ -105,8 +101,24 @@ def main(argv=None) -> int:
     return commands.dispatch(args)
 
 
+def _terminate(signum, frame):
+    """SIGTERM or SIGHUP: remove a half-written --output's temporary file, say so, exit 128 + signum at
+    once (unwinding through the runtimes' threads can abort the process instead)."""
+    outputs = sys.modules.get("spartan_device.outputs")
+    if outputs is not None:
+        outputs.remove_open_temporaries()
+    try:
+        sys.stderr.write("terminated\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + signum)
+
+
 def cli(argv=None) -> int:
     """``main`` with every failure turned into one ``error: ...`` line (no tracebacks)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _terminate)
     try:
         return main(argv)
     except DeviceError as err:

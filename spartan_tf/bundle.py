@@ -2,11 +2,11 @@
 
 The format is specified in docs/bundle-format.md (the contract with device/infer.py):
 
-    <output dir>/manifest.json     what is in the bundle, with the sha256 of every file
-                 backbone.tflite   shared by every split task (absent if there is none)
-                 tokenizer.json    the backbone's tokenizer
-                 <task>.tflite     one per task: split (memories + head; + <task>.fused.tflite
-                                   with --fused) or whole (the model in one graph)
+    <output dir>/manifest.json             what is in the bundle, with the sha256 of every file
+                 backbone.<graph>.tflite   one shared graph per layout of the shared tasks
+                 tokenizer.json            the backbone's tokenizer
+                 <task>.npz                a shared task: its task tensors only
+                 <task>.tflite             a whole task: the model in one graph
 
 Every file is written atomically (temporary file + rename) and the manifest last, so a reader
 never sees a half-written file; a file replaced by an interrupted run fails its sha256 check.
@@ -21,20 +21,19 @@ from spartan_tf import __version__
 from spartan_tf.artifacts import atomic_write_bytes, atomic_write_json
 from spartan_tf.errors import SpartanError
 
-FORMAT_VERSION = 2  # 1: split tasks only; 2 adds whole tasks (docs/bundle-format.md, version history)
-SPLIT, WHOLE = "split", "whole"  # a task's deployment
+FORMAT_VERSION = 3  # 3: shared graphs + task tensors (docs/bundle-format.md, version history)
+SHARED, WHOLE = "shared", "whole"  # a task's deployment
 MANIFEST_FILE = "manifest.json"
-BACKBONE_FILE = "backbone.tflite"
 TOKENIZER_FILE = "tokenizer.json"
 RESERVED_KEYS = ("backbone", "tokenizer", "manifest")
 
 
-def task_file(key: str) -> str:
-    return f"{key}.tflite"
+def task_file(key: str, deployment: str) -> str:
+    return f"{key}.npz" if deployment == SHARED else f"{key}.tflite"
 
 
-def fused_file(key: str) -> str:
-    return f"{key}.fused.tflite"
+def graph_file(key: str) -> str:
+    return f"backbone.{key}.tflite"
 
 
 def task_key(config: dict, model_dir) -> str:
@@ -58,7 +57,7 @@ def read_existing(output_dir) -> dict | None:
 
     Refuses (SpartanError) a file in place of the directory, a non-empty directory without a
     manifest (not a bundle: nothing in it is overwritten), an unreadable manifest, and a format
-    version newer than this converter writes.
+    version other than this converter's (an older bundle cannot be extended: convert it anew).
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -77,8 +76,9 @@ def read_existing(output_dir) -> dict | None:
         manifest["backbone"]["fingerprint"], manifest["backbone"]["weights"], manifest["tasks"]  # noqa: B018
     except (ValueError, KeyError, TypeError) as err:
         raise SpartanError(f"{path}: not a readable bundle manifest ({type(err).__name__}: {err})") from None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise SpartanError(f"{path}: format version {version!r} is not one this converter writes ({FORMAT_VERSION})")
+    if version != FORMAT_VERSION:
+        raise SpartanError(f"{path}: format version {version!r}, this converter writes {FORMAT_VERSION}; "
+                           f"convert every task into a new --output-dir")
     return manifest
 
 
@@ -94,11 +94,9 @@ def write_file(output_dir, name: str, data: bytes) -> dict:
     return {"file": name, "sha256": sha256_hex(data), "bytes": len(data)}
 
 
-def backbone_entry(file_entry: dict | None, backbone, max_length: int, weights: str) -> dict:
-    """The manifest's ``backbone`` block (file_entry from write_file, the kept one, or None when no
-    split task needs the backbone file)."""
+def backbone_entry(backbone, max_length: int, weights: str) -> dict:
+    """The manifest's ``backbone`` block: which pretrained backbone every task was trained from."""
     return {
-        **(file_entry or {}),
         "fingerprint": backbone.fingerprint(),
         "model": backbone.name,
         "hidden_size": backbone.hidden_size,
@@ -108,10 +106,15 @@ def backbone_entry(file_entry: dict | None, backbone, max_length: int, weights: 
     }
 
 
+def graph_entry(file_entry: dict, graph_layout: dict) -> dict:
+    """One ``graphs`` block: the shared graph's file and its layout (spartan_tf.shared_graph.layout)."""
+    return {**file_entry, **graph_layout}
+
+
 def task_entry(file_entry: dict, config: dict, deployment: str, weights: str, keras_dev_metrics, reference_inputs,
-               fused=None, lora_merged: bool | None = None) -> dict:
-    """One task's manifest block (``deployment``: SPLIT or WHOLE); a split task's
-    ``size_ratio_to_backbone`` is filled in by ``write_manifest``."""
+               graph: str | None = None, lora_merged: bool | None = None) -> dict:
+    """One task's manifest block (``deployment``: SHARED, on the graph named ``graph``, or WHOLE); a
+    shared task's ``size_ratio_to_backbone`` is filled in by ``write_manifest``."""
     method = dict(config["method"])
     entry = {
         "deployment": deployment,
@@ -125,25 +128,25 @@ def task_entry(file_entry: dict, config: dict, deployment: str, weights: str, ke
         "keras_dev_metrics": keras_dev_metrics,
         "reference_inputs": reference_inputs,
     }
-    if deployment == SPLIT:
+    if deployment == SHARED:
+        entry["graph"] = graph
         entry["size_ratio_to_backbone"] = None
-    if fused is not None:
-        entry["fused"] = fused
     if lora_merged is not None:
         entry["lora_merged"] = lora_merged
     return entry
 
 
-def write_manifest(output_dir, backbone_block: dict, tokenizer_entry: dict, tasks: dict) -> dict:
-    """Write manifest.json (last, atomically) with each split task's size ratio to the backbone."""
+def write_manifest(output_dir, backbone_block: dict, tokenizer_entry: dict, graphs: dict, tasks: dict) -> dict:
+    """Write manifest.json (last, atomically) with each shared task's size ratio to its graph."""
     for entry in tasks.values():
-        if entry["deployment"] == SPLIT:
-            entry["size_ratio_to_backbone"] = round(entry["bytes"] / backbone_block["bytes"], 5)
+        if entry["deployment"] == SHARED:
+            entry["size_ratio_to_backbone"] = round(entry["bytes"] / graphs[entry["graph"]]["bytes"], 5)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_by": f"spartan-tf {__version__}",
         "tokenizer": {"file": tokenizer_entry["file"], "sha256": tokenizer_entry["sha256"]},
         "backbone": backbone_block,
+        "graphs": dict(sorted(graphs.items())),
         "tasks": dict(sorted(tasks.items())),
     }
     atomic_write_json(Path(output_dir) / MANIFEST_FILE, manifest)

@@ -3,9 +3,10 @@
     1. read every task config; all must share one backbone fingerprint (and agree with the bundle
        already in the output directory, if any);
     2. load the backbone once and rebuild each task's Keras model on it;
-    3. convert into a scratch directory: the backbone (if a split task needs it, unless the bundle's
-       is unchanged), each task file, optionally each fused file, and float32 twins for the parity check;
-    4. parity: the Keras model against the bundle chained as on the device, on dev examples;
+    3. convert into a scratch directory: one shared graph per layout of the shared tasks (unless the
+       bundle's is unchanged), each task file (a shared task's tensors, or a whole task's graph), and
+       float32 twins for the parity check;
+    4. parity: the Keras model against the bundle run as on the device, on dev examples;
        a float32 bundle that disagrees with Keras is a bug and stops the run before anything is written;
     5. write the files atomically into the output directory, the manifest last.
 """
@@ -16,22 +17,25 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from spartan_tf import artifacts, bundle
+from spartan_tf import artifacts, bundle, shared_graph
 from spartan_tf.errors import SpartanError
 from spartan_tf.parity import MIN_FLOAT_AGREEMENT
 
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_OUTPUT_DIR = DEFAULT_MODELS_DIR / "tflite"
 REFERENCE_INPUTS = 3  # dev examples recorded in the manifest for the device's --benchmark
-# Methods whose per-layer module runs BETWEEN encoder layers (layer_i, then module i), which is what
-# the split bundle chains; adapters, LoRA and full fine-tuning change the layers themselves, so their
-# tasks are deployed whole (docs/bundle-format.md, "Deployments").
-SPLITTABLE_METHODS = ("spartan",)
 
 
-def deployment(config: dict) -> str:
-    """"split" (the task file runs on the shared backbone file) or "whole" (the task file is the model)."""
-    return bundle.SPLIT if config["method"]["name"] in SPLITTABLE_METHODS else bundle.WHOLE
+def deployment(config: dict, options: "Options") -> str:
+    """"shared" (the task file is its tensors, run on a shared graph) or "whole" (the task file is the
+    model). Shared: SPARTAN, adapters and unmerged LoRA, whose task weights are small tensors. Whole:
+    full fine-tuning, merged LoRA (a changed backbone), and every task with ``options.whole``."""
+    from spartan_tf.shared_graph import SHARED_METHODS
+
+    name = config["method"]["name"]
+    if options.whole or name not in SHARED_METHODS or (name == "lora" and options.lora_merged):
+        return bundle.WHOLE
+    return bundle.SHARED
 
 
 class ParityFailure(Exception):
@@ -41,13 +45,14 @@ class ParityFailure(Exception):
 @dataclass(frozen=True)
 class Options:
     """How to convert. weights: "int8" | "float16" | "float32" (see spartan_tf.export).
-    fused: also write a one-graph file for each split task. lora_merged: LoRA tasks go merged
-    (a plain BERT graph) or unmerged (the low-rank matmuls stay in the graph).
-    check_samples: dev examples for the parity check; None = the whole dev set, 0 = skip it."""
+    whole: deploy every task as its own one-graph model (SPARTAN fused, adapters and LoRA inside
+    the graph) instead of on a shared graph. lora_merged: LoRA tasks go merged (whole: a plain BERT
+    graph) or unmerged (shared, unless ``whole``). check_samples: dev examples for the parity check;
+    None = the whole dev set, 0 = skip it."""
 
     output_dir: Path = DEFAULT_OUTPUT_DIR
     weights: str = "int8"
-    fused: bool = False
+    whole: bool = False
     lora_merged: bool = True
     check_samples: int | None = 200
 
@@ -137,28 +142,30 @@ def convert_bundle(model_dirs, options: Options) -> dict:
 
     backbone = Backbone.load(next(iter(tasks.values()))[1]["backbone"]["model"])
     models = {key: artifacts.load_trained(model_dir, backbone=backbone)[0] for key, (model_dir, _) in tasks.items()}
-    deployments = {key: deployment(config) for key, (_, config) in tasks.items()}
-    kept_tasks = {key: {"deployment": bundle.SPLIT, **entry}  # a version 1 entry is a split task
-                  for key, entry in (existing or {}).get("tasks", {}).items() if key not in tasks}
-    # The backbone file serves split tasks only; its position table covers their longest max length.
-    split_lengths = ([config["max_seq_length"] for key, (_, config) in tasks.items() if deployments[key] == bundle.SPLIT]
-                     + [entry["max_length"] for entry in kept_tasks.values() if entry["deployment"] == bundle.SPLIT])
-    needs_backbone = bool(split_lengths)
-    max_length = max(split_lengths or [config["max_seq_length"] for _, config in tasks.values()])
-    old_backbone = existing["backbone"] if existing else None
-    keep_backbone = (
-        needs_backbone and old_backbone is not None and "file" in old_backbone
-        and old_backbone["fingerprint"] == backbone.fingerprint()
-        and old_backbone["weights"] == options.weights and old_backbone["max_length"] == max_length
-        and bundle.file_matches(output_dir, old_backbone)
-    )
+    deployments = {key: deployment(config, options) for key, (_, config) in tasks.items()}
+    kept_tasks = {key: entry for key, entry in (existing or {}).get("tasks", {}).items() if key not in tasks}
+    layouts = {key: shared_graph.layout(config) for key, (_, config) in tasks.items()
+               if deployments[key] == bundle.SHARED}
+    graph_layouts = {shared_graph.graph_key(value): value for value in layouts.values()}
+    graph_layouts.update({entry["graph"]: (existing or {})["graphs"][entry["graph"]]
+                          for entry in kept_tasks.values() if entry["deployment"] == bundle.SHARED})
+    graph_layouts = {key: {"method": value["method"], "pooling": value["pooling"]} for key, value in graph_layouts.items()}
+    # The shared graphs' position tables cover the longest max length of the shared tasks.
+    shared_lengths = ([tasks[key][1]["max_seq_length"] for key in layouts]
+                      + [entry["max_length"] for entry in kept_tasks.values() if entry["deployment"] == bundle.SHARED])
+    max_length = max(shared_lengths or [config["max_seq_length"] for _, config in tasks.values()])
+    old_graphs = (existing or {}).get("graphs", {})
+    kept_graphs = {
+        key for key in graph_layouts
+        if key in old_graphs and existing["backbone"]["weights"] == options.weights
+        and existing["backbone"]["max_length"] == max_length and bundle.file_matches(output_dir, old_graphs[key])
+    }
     with tempfile.TemporaryDirectory(prefix="spartan-bundle-") as scratch:
-        paths = convert_files(Path(scratch), backbone, models, tasks, deployments, max_length, options,
-                              needs_backbone, keep_backbone)
+        paths = convert_files(Path(scratch), backbone, models, tasks, deployments, graph_layouts, kept_graphs,
+                              max_length, options)
         if options.check_samples != 0:
             for key, model in models.items():
-                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], paths, options.weights,
-                                    deployments[key])
+                rows = check_parity(key, tasks[key][1], model, backbone, dev_examples[key], paths, options.weights)
                 if rows[0].agreement < MIN_FLOAT_AGREEMENT:
                     raise ParityFailure(
                         f"task {key!r}: the float32 bundle agrees with Keras on only {100 * rows[0].agreement:.2f}% "
@@ -167,80 +174,85 @@ def convert_bundle(model_dirs, options: Options) -> dict:
                     )
         # Everything checked: write the bundle, manifest last.
         output_dir.mkdir(parents=True, exist_ok=True)
-        if keep_backbone:
-            backbone_file = {field: old_backbone[field] for field in ("file", "sha256", "bytes")}
-        elif needs_backbone:
-            backbone_file = bundle.write_file(output_dir, bundle.BACKBONE_FILE, paths["backbone"].read_bytes())
-        else:
-            backbone_file = None  # whole tasks only: no backbone file
+        graphs = {}
+        for key, graph_layout in graph_layouts.items():
+            if key in kept_graphs:
+                file_entry = {field: old_graphs[key][field] for field in ("file", "sha256", "bytes")}
+            else:
+                file_entry = bundle.write_file(output_dir, bundle.graph_file(key), paths[key, "graph"].read_bytes())
+            graphs[key] = bundle.graph_entry(file_entry, graph_layout)
         tokenizer = backbone.tokenizer(max_length).to_str().encode()
         tokenizer_file = bundle.write_file(output_dir, bundle.TOKENIZER_FILE, tokenizer)
         entries = dict(kept_tasks)
         for key, (model_dir, config) in tasks.items():
-            task_file = bundle.write_file(output_dir, bundle.task_file(key), paths[key, "task"].read_bytes())
-            fused = None
-            if (key, "fused") in paths:
-                fused = bundle.write_file(output_dir, bundle.fused_file(key), paths[key, "fused"].read_bytes())
+            name = bundle.task_file(key, deployments[key])
+            task_file = bundle.write_file(output_dir, name, paths[key, "task"].read_bytes())
             lora_merged = options.lora_merged if config["method"]["name"] == "lora" else None
+            graph = shared_graph.graph_key(layouts[key]) if key in layouts else None
             entries[key] = bundle.task_entry(task_file, config, deployments[key], options.weights,
                                              read_dev_metrics(model_dir), reference_inputs(dev_examples[key]),
-                                             fused, lora_merged)
-        backbone_block = bundle.backbone_entry(backbone_file, backbone, max_length, options.weights)
-        manifest = bundle.write_manifest(output_dir, backbone_block, tokenizer_file, entries)
+                                             graph, lora_merged)
+        backbone_block = bundle.backbone_entry(backbone, max_length, options.weights)
+        manifest = bundle.write_manifest(output_dir, backbone_block, tokenizer_file, graphs, entries)
     remove_stale_files(output_dir, existing, manifest)
     log(size_table(output_dir, manifest))
     return manifest
 
 
 def remove_stale_files(output_dir: Path, existing: dict | None, manifest: dict):
-    """Files the new manifest no longer lists leave the bundle: a task's old fused file (re-converted
-    without --fused, or now deployed whole) and the backbone once no split task needs it."""
-    for key, old_entry in (existing or {}).get("tasks", {}).items():
-        stale = old_entry.get("fused", {}).get("file")
-        new_entry = manifest["tasks"].get(key, {})
-        if stale and new_entry.get("fused", {}).get("file") != stale:
-            (output_dir / stale).unlink(missing_ok=True)
-            why = ("(pass --fused to rebuild it)" if new_entry.get("deployment") == bundle.SPLIT
-                   else f"({key} is now deployed whole)")
-            log(f"removed {stale}: built from the replaced {key} weights {why}")
-    old_backbone = (existing or {}).get("backbone", {}).get("file")
-    if old_backbone and "file" not in manifest["backbone"]:
-        (output_dir / old_backbone).unlink(missing_ok=True)
-        log(f"removed {old_backbone}: no split task in the bundle needs it any more")
+    """Files the new manifest no longer lists leave the bundle: a task's file of its old deployment
+    (e.g. qnli.tflite once qnli is shared as qnli.npz) and a graph no shared task uses any more."""
+    listed = {entry["file"] for block in ("graphs", "tasks") for entry in manifest[block].values()}
+    old = [entry["file"] for block in ("graphs", "tasks") for entry in (existing or {}).get(block, {}).values()]
+    for name in old:
+        if name not in listed:
+            (output_dir / name).unlink(missing_ok=True)
+            log(f"removed {name}: the new manifest no longer lists it")
 
 
-def convert_files(scratch: Path, backbone, models: dict, tasks: dict, deployments: dict, max_length: int,
-                  options: Options, needs_backbone: bool, keep_backbone: bool) -> dict:
-    """Convert everything into ``scratch``; returns the paths: "backbone" (the kept one in the output
-    directory if unchanged; absent if no split task needs it), (key, "task"), (key, "fused") for split
-    tasks with --fused, and with a parity check of a quantized bundle the float32 twins
-    "float_backbone" and (key, "float_task"). A whole task is converted at its own max length."""
+def convert_files(scratch: Path, backbone, models: dict, tasks: dict, deployments: dict, graph_layouts: dict,
+                  kept_graphs: set, max_length: int, options: Options) -> dict:
+    """Convert everything into ``scratch``; returns the paths: (graph key, "graph") for every shared
+    graph (the kept one in the output directory if unchanged), (key, "task") for every task; with a
+    parity check of a quantized bundle also the float32 twins (graph key, "float_graph") and, for
+    a whole task, (key, "float_task"); (key, "tensors") holds a shared task's float32 tensors. A whole
+    task is converted at its own max length."""
+    import numpy as np
+
     from spartan_tf import export
 
     output_dir, weights = Path(options.output_dir), options.weights
     float_twins = options.check_samples != 0 and weights != "float32"
     paths = {}
-    if keep_backbone:
-        log(f"{bundle.BACKBONE_FILE}: unchanged (same fingerprint, {weights} weights, max length {max_length}): kept")
-        paths["backbone"] = output_dir / bundle.BACKBONE_FILE
-    elif needs_backbone:
-        paths["backbone"] = convert_to(scratch / bundle.BACKBONE_FILE,
-                                       export.backbone_signatures(backbone, max_length), weights)
-    if float_twins and bundle.SPLIT in deployments.values():
-        paths["float_backbone"] = convert_to(scratch / "backbone.float32.tflite",
-                                             export.backbone_signatures(backbone, max_length), "float32")
-    elif "backbone" in paths:
-        paths["float_backbone"] = paths["backbone"]
+    needed = {shared_graph.graph_key(shared_graph.layout(tasks[key][1])) for key in models
+              if deployments[key] == bundle.SHARED}
+    for key, graph_layout in graph_layouts.items():
+        if key in kept_graphs:
+            log(f"{bundle.graph_file(key)}: unchanged (same backbone, {weights} weights, max length {max_length}): kept")
+            paths[key, "graph"] = output_dir / bundle.graph_file(key)
+        else:
+            paths[key, "graph"] = convert_to(scratch / bundle.graph_file(key),
+                                             shared_graph.shared_signatures(backbone, graph_layout, max_length), weights)
+        if float_twins and key in needed:
+            paths[key, "float_graph"] = convert_to(scratch / f"float32.{bundle.graph_file(key)}",
+                                                   shared_graph.shared_signatures(backbone, graph_layout, max_length),
+                                                   "float32")
+        else:
+            paths[key, "float_graph"] = paths[key, "graph"]
     for key, model in models.items():
-        whole = deployments[key] == bundle.WHOLE
-        # Built once for both conversions: for merged LoRA this loads and merges a backbone copy.
-        signatures = (export.whole_signatures(model, tasks[key][1]["max_seq_length"], options.lora_merged) if whole
-                      else export.task_signatures(model))
-        # per_channel=False for a split task file: its size goal, see spartan_tf.export.to_tflite
-        paths[key, "task"] = convert_to(scratch / bundle.task_file(key), signatures, weights, per_channel=whole)
-        if options.fused and not whole:  # whole tasks are one graph already
-            paths[key, "fused"] = convert_to(scratch / bundle.fused_file(key),
-                                             export.fused_signatures(backbone, model, max_length), weights)
+        if deployments[key] == bundle.SHARED:
+            tensors = shared_graph.task_tensors(model)
+            paths[key, "task"] = scratch / bundle.task_file(key, bundle.SHARED)
+            with open(paths[key, "task"], "wb") as handle:
+                np.savez(handle, **shared_graph.pack_task_file(tensors, weights))
+            paths[key, "tensors"] = tensors  # the exact float32 tensors, for the parity check
+            continue
+        config = tasks[key][1]
+        if model.method.name == "spartan":
+            signatures = export.fused_signatures(backbone, model, config["max_seq_length"])
+        else:
+            signatures = export.whole_signatures(model, config["max_seq_length"], options.lora_merged)
+        paths[key, "task"] = convert_to(scratch / bundle.task_file(key, bundle.WHOLE), signatures, weights)
         paths[key, "float_task"] = (convert_to(scratch / f"{key}.float32.tflite", signatures, "float32")
                                     if float_twins else paths[key, "task"])
     return paths
@@ -275,10 +287,12 @@ def dev_examples_for(config: dict, check_samples: int | None) -> list:
     return examples if check_samples is None else examples[:check_samples]
 
 
-def check_parity(key, config, model, backbone, examples, paths: dict, weights: str, deployment: str) -> list:
+def check_parity(key, config, model, backbone, examples, paths: dict, weights: str) -> list:
     """Keras vs each bundle path on ``examples`` (paths from convert_files); prints the table;
     returns the rows, the float32 path first. A whole task's Keras reference is the trained model
     itself (for merged LoRA: unmerged), so the check also covers the merge."""
+    import numpy as np
+
     from spartan_tf import data, parity
     from spartan_tf.metrics import compute_metrics
 
@@ -288,29 +302,29 @@ def check_parity(key, config, model, backbone, examples, paths: dict, weights: s
     start = time.perf_counter()
     reference = parity.keras_logits(model, task, encoded)
 
-    def split(backbone_path, task_path):
-        return parity.run_one_by_one(parity.SplitBundle(backbone_path, task_path), encoded)
+    def shared(graph_path, tensors):
+        return parity.run_one_by_one(parity.SharedBundle(graph_path, tensors), encoded)
 
     def whole(path):
-        return parity.run_one_by_one(parity.FusedBundle(path), encoded)
+        return parity.run_one_by_one(parity.WholeBundle(path), encoded)
 
-    if deployment == bundle.WHOLE:
+    if (key, "tensors") in paths:  # a shared task
+        graph = shared_graph.graph_key(shared_graph.layout(config))
+        with np.load(paths[key, "task"]) as packed:
+            written = shared_graph.unpack_task_file(dict(packed))
+        rows = [parity.compare("float32 shared graph + float32 tensors", task, reference,
+                               shared(paths[graph, "float_graph"], paths[key, "tensors"]), labels)]
+        if weights != "float32":
+            rows.append(parity.compare(f"{weights} shared graph + float32 tensors", task, reference,
+                                       shared(paths[graph, "graph"], paths[key, "tensors"]), labels))
+            rows.append(parity.compare(f"{weights} shared graph + {weights} tensors (written)", task, reference,
+                                       shared(paths[graph, "graph"], written), labels))
+    else:
         rows = [parity.compare("float32 whole model (no quantization)", task, reference,
                                whole(paths[key, "float_task"]), labels)]
         if weights != "float32":
             rows.append(parity.compare(f"{weights} whole model (written)", task, reference,
                                        whole(paths[key, "task"]), labels))
-    else:
-        rows = [parity.compare("float32 (Keras graph, no quantization)", task, reference,
-                               split(paths["float_backbone"], paths[key, "float_task"]), labels)]
-        if weights != "float32":
-            rows.append(parity.compare(f"{weights} backbone + float32 task", task, reference,
-                                       split(paths["backbone"], paths[key, "float_task"]), labels))
-            rows.append(parity.compare(f"{weights} backbone + {weights} task (written)", task, reference,
-                                       split(paths["backbone"], paths[key, "task"]), labels))
-        if (key, "fused") in paths:
-            rows.append(parity.compare(f"{weights} fused (written)", task, reference, whole(paths[key, "fused"]),
-                                       labels))
     keras_row = parity.ParityRow("keras (tf_keras, reference)", None, None, compute_metrics(task, reference, labels))
     log(parity.format_table(key, task, len(examples), [keras_row] + rows)
         + f"\n  ({time.perf_counter() - start:.0f} s)")
@@ -338,19 +352,17 @@ def reference_inputs(examples) -> list:
 
 
 def size_table(output_dir, manifest) -> str:
-    """Bytes of every bundle file and each split task's ratio to the backbone (goal: at most 2%)."""
+    """Bytes of every bundle file and each shared task's ratio to its graph (goal for SPARTAN: <= 2%)."""
     backbone = manifest["backbone"]
     lines = [f"bundle {output_dir} ({backbone['weights']} weights, max length {backbone['max_length']}):",
-             f"  {'file':<28} {'bytes':>12} {'of backbone':>12}"]
-    if "file" in backbone:
-        lines.append(f"  {backbone['file']:<28} {backbone['bytes']:>12,}")
+             f"  {'file':<32} {'bytes':>12} {'of backbone':>12}"]
+    for entry in manifest["graphs"].values():
+        lines.append(f"  {entry['file']:<32} {entry['bytes']:>12,}")
     for entry in manifest["tasks"].values():
         ratio = entry.get("size_ratio_to_backbone")
         if ratio is None:  # a whole task: the model itself
-            lines.append(f"  {entry['file']:<28} {entry['bytes']:>12,} {'(whole, ' + entry['method']['name'] + ')':>12}")
+            lines.append(f"  {entry['file']:<32} {entry['bytes']:>12,} {'(whole, ' + entry['method']['name'] + ')':>12}")
             continue
-        mark = "" if ratio <= 0.02 else "  (over the 2% goal)"
-        lines.append(f"  {entry['file']:<28} {entry['bytes']:>12,} {100 * ratio:>11.2f}%{mark}")
-        if "fused" in entry:
-            lines.append(f"  {entry['fused']['file']:<28} {entry['fused']['bytes']:>12,}")
+        mark = "" if ratio <= 0.02 or entry["method"]["name"] != "spartan" else "  (over the 2% goal)"
+        lines.append(f"  {entry['file']:<32} {entry['bytes']:>12,} {100 * ratio:>11.2f}%{mark}")
     return "\n".join(lines)

@@ -1,17 +1,12 @@
-"""Keras -> TFLite: the signatures of the device bundle, their conversion, and their operator list.
+"""Keras -> TFLite: the one-graph (whole) signatures, their pieces, conversion and operator list.
 
-A bundle splits one task model into the pieces the device chains (see docs/bundle-format.md):
-
-    backbone.tflite   embed(input_ids, token_type_ids) -> hidden
-                      layer_XX(hidden, attention_mask) -> hidden       one per encoder layer
-    <task>.tflite     memory_XX(hidden) -> hidden                       one per encoder layer
-                                                                         (the last: position 0 only)
-                      head(hidden) -> logits
-    <task>.fused.tflite  classify(input_ids, attention_mask, token_type_ids) -> logits
-
-A method that changes the encoder layers themselves (adapters, LoRA, full fine-tuning) cannot run
-on the shared backbone file; its task file is the whole model in one graph (``whole_signatures``,
-signature ``classify`` as in a fused file). LoRA goes merged (a plain BERT graph) or unmerged.
+A whole task's file is one graph, signature ``classify(input_ids, attention_mask, token_type_ids)
+-> logits``: SPARTAN fused (``fused_signatures``: embed, then each layer and its memory, then the
+head) or a method that changes the encoder layers (``whole_signatures``: adapters, LoRA merged or
+unmerged, full fine-tuning). The pieces ``fused_signatures`` is built from (``backbone_signatures``:
+embed and layer_XX; ``task_signatures``: memory_XX and head) are tf.functions of their own, which
+benchmarks also time separately. The shared-backbone graph of a bundle's shared tasks, with the
+task tensors as inputs, is spartan_tf/shared_graph.py (docs/bundle-format.md).
 
 Every input has a dynamic batch dimension B and a dynamic length dimension S; hidden is
 float32 [B, S, H], ids and masks are int32 [B, S], logits float32 [B, num_outputs].
@@ -130,24 +125,12 @@ def inference_memory(memory):
     values = tf.constant(np.concatenate([memory.values().numpy()[:, slot, :] for slot in range(slots)]))  # [C*E, H]
 
     def run(hidden):
+        from spartan_tf.shared_graph import memory_forward
+
         query = memory.query(hidden)  # hidden itself, or its layer norm with query_norm
         parent_logits, child_logits = tf.split(tf.matmul(query, unit_keys), [parents, slots * parents], axis=-1)
-        parent_logits, child_logits = parent_logits * parent_scale, child_logits * child_scale
-        slot_logits = tf.split(child_logits, slots, axis=-1)  # C x [B, S, E]
-        child_max = slot_logits[0]
-        for logits in slot_logits[1:]:
-            child_max = tf.maximum(child_max, logits)
-        child_exp = tf.exp(child_logits - tf.concat([child_max] * slots, axis=-1))  # [B, S, C*E]
-        child_sum = tf.add_n(tf.split(child_exp, slots, axis=-1))  # [B, S, E]
-
-        pairs = tf.expand_dims(parent_logits, -2) - tf.expand_dims(parent_logits, -1)  # [B, S, e, j]: a_j - a_e
-        rank = tf.reduce_sum(tf.clip_by_value(pairs * 1e30, 0.0, 1.0), axis=-1)  # parents above e
-        kept = tf.clip_by_value(top_k - rank, 0.0, 1.0)  # [B, S, E]: 1 for the top k, else 0
-        parent_exp = tf.exp(parent_logits - tf.reduce_max(parent_logits, axis=-1, keepdims=True)) * kept
-
-        scale = parent_exp / (tf.reduce_sum(parent_exp, axis=-1, keepdims=True) * child_sum)  # [B, S, E]
-        weights = child_exp * tf.concat([scale] * slots, axis=-1)  # [B, S, C*E]
-        return hidden + tf.matmul(weights, values)
+        return memory_forward(hidden, parent_logits * parent_scale, child_logits * child_scale,
+                              lambda weights: tf.matmul(weights, values), float(top_k), slots)
 
     return run
 

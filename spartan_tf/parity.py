@@ -1,10 +1,11 @@
 """Does the bundle compute what the Keras model computes? Run both on dev examples and compare.
 
-The bundle is run exactly as the device runs it: one example at a time at its own length
-(no padding), embed -> (layer_i -> memory_i)* -> head through a TFLite interpreter's signature
-runners (ai-edge-litert when installed, else TensorFlow's own interpreter). The Keras model runs
-in padded, length-sorted batches, as in evaluation; padding changes nothing (masked attention,
-per-position memories, a head that reads position 0).
+The bundle is run as the device runs it: one example at a time at its own length (no padding),
+a shared task as its graph's ``classify`` signature with the task tensors as inputs, a whole task
+as its own ``classify`` (ai-edge-litert when installed, else TensorFlow's own interpreter). The
+Keras model runs in padded, length-sorted batches, as in evaluation; padding changes nothing
+(masked attention, per-position memories and adapters, a head that reads position 0 or the mean
+over real tokens).
 """
 
 from dataclasses import dataclass, field
@@ -40,34 +41,27 @@ def runtime_name() -> str:
     return f"tf.lite.Interpreter (TensorFlow {tf.__version__})"
 
 
-class SplitBundle:
-    """backbone.tflite + <task>.tflite chained as on the device: ``logits(ids, mask, types)``."""
+class SharedBundle:
+    """A shared graph (backbone.<graph>.tflite) with one task's tensors, run as on the device:
+    ``logits(ids, mask, types)``. ``tensors``: {name: float32 array}, e.g.
+    ``shared_graph.unpack_task_file(np.load(<task>.npz))``."""
 
-    def __init__(self, backbone_path, task_path, num_threads: int | None = None):
-        Interpreter = interpreter_class()
-        backbone = Interpreter(model_path=str(backbone_path), num_threads=num_threads)
-        task = Interpreter(model_path=str(task_path), num_threads=num_threads)
-        self._keep = (backbone, task)  # runners need their interpreters alive
-        layers = sorted(key for key in backbone.get_signature_list() if key.startswith("layer_"))
-        self.embed = backbone.get_signature_runner("embed")
-        self.layers = [backbone.get_signature_runner(key) for key in layers]
-        self.memories = [task.get_signature_runner(f"memory_{index:02d}") for index in range(len(layers))]
-        self.head = task.get_signature_runner("head")
+    def __init__(self, graph_path, tensors: dict, num_threads: int | None = None):
+        self._interpreter = interpreter_class()(model_path=str(graph_path), num_threads=num_threads)
+        self.classify = self._interpreter.get_signature_runner("classify")
+        self.tensors = tensors
 
     def logits(self, input_ids, attention_mask, token_type_ids) -> np.ndarray:
         """int32 [B, S] x3 -> logits [B, num_outputs]."""
-        hidden = self.embed(input_ids=input_ids, token_type_ids=token_type_ids)["hidden"]
-        for layer, memory in zip(self.layers, self.memories):
-            hidden = layer(hidden=hidden, attention_mask=attention_mask)["hidden"]
-            hidden = memory(hidden=hidden)["hidden"]
-        return self.head(hidden=hidden)["logits"]
+        return self.classify(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             **self.tensors)["logits"]
 
 
-class FusedBundle:
-    """<task>.fused.tflite's ``classify`` signature: ``logits(ids, mask, types)``."""
+class WholeBundle:
+    """A whole task's <task>.tflite (one graph, signature ``classify``): ``logits(ids, mask, types)``."""
 
-    def __init__(self, fused_path, num_threads: int | None = None):
-        self._interpreter = interpreter_class()(model_path=str(fused_path), num_threads=num_threads)
+    def __init__(self, path, num_threads: int | None = None):
+        self._interpreter = interpreter_class()(model_path=str(path), num_threads=num_threads)
         self.classify = self._interpreter.get_signature_runner("classify")
 
     def logits(self, input_ids, attention_mask, token_type_ids) -> np.ndarray:

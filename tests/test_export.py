@@ -16,6 +16,8 @@ from repo_paths import GLUE_SAMPLES, REPO
 
 MAX_LENGTH = 64
 CHECK = "16"  # dev examples in each conversion's parity check
+GRAPH = "spartan-4x2-cls"  # the tiny SPARTAN tasks' shared graph: 4 parents x 2 children, CLS pooling
+GRAPH_FILE = f"backbone.{GRAPH}.tflite"
 
 
 def load_cli():
@@ -44,7 +46,8 @@ TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
 }
 
 
-def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int, method_name: str = "spartan") -> Path:
+def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int, method_name: str = "spartan",
+                   pooling: str = "cls") -> Path:
     """A task directory like spartan_tf.train writes, with random (not trained) task weights.
 
     The weights are drawn larger than the initialisers' so that the method's modules and head change
@@ -61,7 +64,7 @@ def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int, method_na
     method = method_from_dict(TINY_METHODS[method_name])
     if method.trains_backbone:
         backbone = Backbone.load(backbone.source)  # never the shared fixture: this one changes
-    model = build_task_model(backbone, method, task.num_outputs, head_dropout=0.0, seed=seed)
+    model = build_task_model(backbone, method, task.num_outputs, head_dropout=0.0, seed=seed, pooling=pooling)
     rng = np.random.default_rng(seed)
     scale = 0.5 if method_name == "spartan" else 0.1
     for variable in model.weights:
@@ -74,7 +77,7 @@ def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int, method_na
         },
         "backbone": backbone.describe(),
         "method": method.to_dict(),
-        "head": {"dropout": 0.0},
+        "head": {"dropout": 0.0, "pooling": pooling},
         "max_seq_length": MAX_LENGTH,
         "training": {},
     }
@@ -97,14 +100,13 @@ def task_dirs(tmp_path_factory, tiny_backbone, other_tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def bundle_runs(tmp_path_factory, task_dirs):
-    """One int8 bundle written twice: qnli (with --fused), then sst2 added by a second run.
+    """One int8 bundle written twice: qnli, then sst2 added by a second run (both shared).
 
-    Returns (bundle dir, {"first": (code, stdout, stderr), "second": ...}, backbone stat after run 1).
+    Returns (bundle dir, {"first": (code, stdout, stderr), "second": ...}, shared graph stat after run 1).
     """
     out = tmp_path_factory.mktemp("bundle") / "tflite"
-    runs = {"first": convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--fused",
-                                    "--check-samples", CHECK)}
-    first_stat = (out / "backbone.tflite").stat() if (out / "backbone.tflite").exists() else None
+    runs = {"first": convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--check-samples", CHECK)}
+    first_stat = (out / GRAPH_FILE).stat() if (out / GRAPH_FILE).exists() else None
     runs["second"] = convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", CHECK)
     return out, runs, first_stat
 
@@ -113,9 +115,21 @@ def bundle_runs(tmp_path_factory, task_dirs):
 def float_bundle(tmp_path_factory, task_dirs):
     out = tmp_path_factory.mktemp("float") / "tflite"
     code, stdout, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--float",
-                                          "--check-samples", CHECK)
+                                   "--check-samples", CHECK)
     assert code == 0, stderr
     return out
+
+
+def shared_bundle(bundle: Path, task: str):
+    """The task of ``bundle`` as the device runs it: its graph's classify with its stored tensors."""
+    from spartan_tf.parity import SharedBundle
+    from spartan_tf.shared_graph import unpack_task_file
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = manifest["tasks"][task]
+    with np.load(bundle / entry["file"]) as archive:
+        tensors = unpack_task_file({name: archive[name] for name in archive.files})
+    return SharedBundle(bundle / manifest["graphs"][entry["graph"]]["file"], tensors)
 
 
 # --------------------------------------------------------------------------- the bundle contract
@@ -126,23 +140,26 @@ def test_conversion_succeeds_and_prints_parity_and_sizes(bundle_runs):
     for name in ("first", "second"):
         code, stdout, stderr = runs[name]
         assert code == 0, f"{name} run failed: {stderr}"
-        assert "parity on 16" in stdout and "float32 (Keras graph, no quantization)" in stdout
+        assert "parity on 16" in stdout and "float32 shared graph + float32 tensors" in stdout
+        assert "int8 shared graph + int8 tensors (written)" in stdout
         assert "of backbone" in stdout
-    assert "int8 fused (written)" in runs["first"][1]
 
 
 def test_manifest_fields_and_sha256(bundle_runs, task_dirs, tiny_backbone):
     out, _, _ = bundle_runs
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert manifest["created_by"].startswith("spartan-tf ")
     backbone = manifest["backbone"]
-    assert backbone["fingerprint"] == tiny_backbone.fingerprint()
-    assert (backbone["hidden_size"], backbone["num_layers"], backbone["max_length"]) == (32, 2, MAX_LENGTH)
-    assert backbone["weights"] == "int8" and backbone["model"] == tiny_backbone.name
+    assert backbone == {"fingerprint": tiny_backbone.fingerprint(), "model": tiny_backbone.name, "hidden_size": 32,
+                        "num_layers": 2, "max_length": MAX_LENGTH, "weights": "int8"}
+    graph = manifest["graphs"][GRAPH]
+    assert list(manifest["graphs"]) == [GRAPH] and graph["file"] == GRAPH_FILE
+    assert graph["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "query_norm": False}
+    assert graph["pooling"] == "cls"
     assert set(manifest["tasks"]) == {"qnli", "sst2"}
 
-    files = [manifest["tokenizer"], backbone] + list(manifest["tasks"].values()) + [manifest["tasks"]["qnli"]["fused"]]
+    files = [manifest["tokenizer"], graph] + list(manifest["tasks"].values())
     for entry in files:
         data = (out / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["file"]
@@ -150,15 +167,16 @@ def test_manifest_fields_and_sha256(bundle_runs, task_dirs, tiny_backbone):
             assert len(data) == entry["bytes"]
 
     qnli = manifest["tasks"]["qnli"]
-    assert qnli["file"] == "qnli.tflite" and qnli["fused"]["file"] == "qnli.fused.tflite"
+    assert (qnli["deployment"], qnli["file"], qnli["graph"]) == ("shared", "qnli.npz", GRAPH)
     assert qnli["backbone_fingerprint"] == backbone["fingerprint"]
     assert qnli["label_names"] == ["entailment", "not_entailment"]
     assert qnli["problem_type"] == "classification" and qnli["max_length"] == MAX_LENGTH
-    assert qnli["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
-                              "temperature": 1.6, "balance_loss_scale": 0.0, "path": "dense"}
+    from spartan_tf.methods import method_from_dict
+
+    assert qnli["method"] == method_from_dict(TINY_METHODS["spartan"]).to_dict()  # every hyperparameter
     assert qnli["weights"] == "int8"
     assert qnli["keras_dev_metrics"] == {"accuracy": 0.5}
-    assert qnli["size_ratio_to_backbone"] == pytest.approx(qnli["bytes"] / backbone["bytes"], abs=1e-5)
+    assert qnli["size_ratio_to_backbone"] == pytest.approx(qnli["bytes"] / graph["bytes"], abs=1e-5)
     assert len(qnli["reference_inputs"]) == 3 and all(ref["text"] and ref["text_pair"] for ref in qnli["reference_inputs"])
     assert manifest["tasks"]["sst2"]["reference_inputs"][0]["text_pair"] is None
 
@@ -175,55 +193,36 @@ def signatures_of(path):
     return interpreter, interpreter.get_signature_list()
 
 
-def test_signatures_names_and_dynamic_shapes(bundle_runs):
-    out, _, _ = bundle_runs
-    interpreter, signatures = signatures_of(out / "backbone.tflite")
-    assert signatures == {
-        "embed": {"inputs": ["input_ids", "token_type_ids"], "outputs": ["hidden"]},
-        "layer_00": {"inputs": ["attention_mask", "hidden"], "outputs": ["hidden"]},
-        "layer_01": {"inputs": ["attention_mask", "hidden"], "outputs": ["hidden"]},
-    }
-    shapes = {
-        name: list(detail["shape_signature"])
-        for name, detail in interpreter.get_signature_runner("layer_01").get_input_details().items()
-    }
-    assert shapes == {"hidden": [-1, -1, 32], "attention_mask": [-1, -1]}
-    embed_inputs = interpreter.get_signature_runner("embed").get_input_details()
-    assert {name: list(d["shape_signature"]) for name, d in embed_inputs.items()} == {
-        "input_ids": [-1, -1], "token_type_ids": [-1, -1]}
-    assert {name: d["dtype"] for name, d in embed_inputs.items()} == {"input_ids": np.int32, "token_type_ids": np.int32}
-
-    _, task_signatures = signatures_of(out / "qnli.tflite")
-    assert task_signatures == {
-        "memory_00": {"inputs": ["hidden"], "outputs": ["hidden"]},
-        "memory_01": {"inputs": ["hidden"], "outputs": ["hidden"]},
-        "head": {"inputs": ["hidden"], "outputs": ["logits"]},
-    }
-    _, fused = signatures_of(out / "qnli.fused.tflite")
-    assert fused == {"classify": {"inputs": ["attention_mask", "input_ids", "token_type_ids"], "outputs": ["logits"]}}
-
-
-def test_last_memory_returns_position_0_only(bundle_runs):
-    """Only position 0 reaches the head, so the last layer's memory computes just that one: [B, 1, H].
-    Every other memory keeps the whole [B, S, H]. And the task file's top-k needs no TOPK_V2 (30 us a
-    call on its own at 64 tokens)."""
+def test_shared_graph_signature_and_task_tensors(bundle_runs):
+    """One signature: the token inputs and exactly the task file's tensors, dynamic where a task may
+    differ (batch, length, label count); the task file stores int8 matrices with a scale per row."""
     from spartan_tf.export import operator_names
 
     out, _, _ = bundle_runs
-    interpreter, _ = signatures_of(out / "qnli.tflite")
-    hidden = np.random.default_rng(1).normal(size=(2, 5, 32)).astype(np.float32)
-    first = interpreter.get_signature_runner("memory_00")(hidden=hidden)["hidden"]
-    last = interpreter.get_signature_runner("memory_01")(hidden=hidden)["hidden"]
-    assert first.shape == (2, 5, 32) and last.shape == (2, 1, 32)
-    assert np.abs(last - hidden[:, :1]).max() > 1e-3  # the memory did add something
-    assert "TOPK_V2" not in operator_names((out / "qnli.tflite").read_bytes())
+    interpreter, signatures = signatures_of(out / GRAPH_FILE)
+    tensors = [f"layer_{i:02d}_{name}" for i in range(2) for name in ("keys", "top_k", "values")] + [
+        "head_classifier_bias", "head_classifier_kernel", "head_pooler_bias", "head_pooler_kernel"]
+    assert signatures == {"classify": {"inputs": sorted(["attention_mask", "input_ids", "token_type_ids"] + tensors),
+                                       "outputs": ["logits"]}}
+    shapes = {name: list(d["shape_signature"])
+              for name, d in interpreter.get_signature_runner("classify").get_input_details().items()}
+    assert shapes["input_ids"] == shapes["attention_mask"] == shapes["token_type_ids"] == [-1, -1]
+    assert shapes["layer_01_keys"] == [4 + 2 * 4, 32] and shapes["layer_01_values"] == [32, 2 * 4]
+    assert shapes["layer_00_top_k"] == [1] and shapes["head_pooler_kernel"] == [32, 32]
+    assert shapes["head_classifier_kernel"] == [-1, 32] and shapes["head_classifier_bias"] == [-1]
+    with np.load(out / "qnli.npz") as archive:
+        stored = {name: archive[name] for name in archive.files}
+    assert sorted(name for name in stored if not name.endswith(".scale")) == sorted(tensors)
+    assert stored["layer_00_keys"].dtype == np.int8 and stored["layer_00_keys.scale"].shape == (12,)
+    assert stored["layer_00_top_k"].dtype == np.float32 and stored["layer_00_top_k"].tolist() == [2.0]
+    assert "TOPK_V2" not in operator_names((out / GRAPH_FILE).read_bytes())
 
 
 def test_only_builtin_ops_in_every_written_file(bundle_runs, float_bundle):
     from spartan_tf.export import operator_names
 
     written = sorted(bundle_runs[0].glob("*.tflite")) + sorted(float_bundle.glob("*.tflite"))
-    assert len(written) == 6  # backbone, qnli, qnli.fused, sst2; float backbone, float qnli
+    assert [path.name for path in written] == [GRAPH_FILE, GRAPH_FILE]  # int8 and float32 graphs
     for path in written:
         names = operator_names(path.read_bytes())
         assert "FULLY_CONNECTED" in names, path.name
@@ -248,8 +247,8 @@ def test_operator_scan_sees_flex_ops():
 
 def test_int8_backbone_quantizes_the_embedding_table(bundle_runs, float_bundle):
     """Dynamic-range int8: about a quarter of the float32 file (the tiny model is mostly embeddings)."""
-    int8 = (bundle_runs[0] / "backbone.tflite").stat().st_size
-    float32 = (float_bundle / "backbone.tflite").stat().st_size
+    int8 = (bundle_runs[0] / GRAPH_FILE).stat().st_size
+    float32 = (float_bundle / GRAPH_FILE).stat().st_size
     assert int8 < 0.3 * float32
 
 
@@ -351,59 +350,76 @@ def test_inference_memory_keeps_the_top_k_parents_by_rank():
 
 
 def test_float_bundle_matches_keras_numbers(float_bundle, task_dirs, tiny_backbone):
-    """float32 bundle chained as on the device == the Keras model, at several lengths, same interpreter."""
+    """float32 shared graph with the task's stored tensors, as on the device == the Keras model, at
+    several lengths in one interpreter (its inputs re-allocated at each)."""
     from spartan_tf import artifacts
-    from spartan_tf.parity import SplitBundle
 
     model = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[0]
-    chain = SplitBundle(float_bundle / "backbone.tflite", float_bundle / "qnli.tflite")
+    shared = shared_bundle(float_bundle, "qnli")
     lengths = set()
     for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
         lengths.add(ids.shape[1])
         keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
-        np.testing.assert_allclose(chain.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
-        embedded = chain.embed(input_ids=ids, token_type_ids=types)["hidden"]
-        np.testing.assert_allclose(embedded, tiny_backbone.embed(ids, types).numpy(), atol=1e-5)
+        np.testing.assert_allclose(shared.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
     assert len(lengths) == 3
+
+
+def test_mean_pooling_task_gets_a_graph_of_its_own(tmp_path, task_dirs, tiny_backbone):
+    """A head that reads the mean over real tokens: its own shared graph (the last memory on every
+    position), beside the CLS one, and the float32 numbers of Keras, padding included."""
+    from spartan_tf import artifacts
+
+    mean_dir = save_tiny_task(tmp_path / "sst2-mean", tiny_backbone, "sst2", seed=15, pooling="mean")
+    out = tmp_path / "tflite"
+    code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--model-dir", mean_dir, "--output-dir", out,
+                              "--float", "--check-samples", CHECK)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["graphs"]) == ["spartan-4x2-cls", "spartan-4x2-mean"]
+    assert manifest["tasks"]["sst2"]["graph"] == "spartan-4x2-mean"
+    model = artifacts.load_trained(mean_dir, backbone=tiny_backbone)[0]
+    shared = shared_bundle(out, "sst2")
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        np.testing.assert_allclose(shared.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+        padded = [np.pad(array, ((0, 0), (0, 5))) for array in (ids, mask, types)]
+        np.testing.assert_allclose(shared.logits(*padded), keras, atol=1e-4, rtol=1e-4)
 
 
 def test_int8_bundle_close_to_keras_and_padding_is_harmless(bundle_runs, task_dirs, tiny_backbone):
     from spartan_tf import artifacts
-    from spartan_tf.parity import FusedBundle, SplitBundle
 
     out = bundle_runs[0]
     model = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[0]
-    chain = SplitBundle(out / "backbone.tflite", out / "qnli.tflite")
-    fused = FusedBundle(out / "qnli.fused.tflite")
+    shared = shared_bundle(out, "qnli")
     for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
         keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
-        split_logits = chain.logits(ids, mask, types)
-        scale = np.abs(keras).max()
-        assert np.abs(split_logits - keras).max() < 0.1 * scale
-        assert np.abs(fused.logits(ids, mask, types) - keras).max() < 0.1 * scale
+        logits = shared.logits(ids, mask, types)
+        assert np.abs(logits - keras).max() < 0.1 * np.abs(keras).max()
         padded = [np.pad(array, ((0, 0), (0, 5))) for array in (ids, mask, types)]  # pad as a batch would
-        np.testing.assert_allclose(chain.logits(*padded), split_logits, atol=1e-4)
+        np.testing.assert_allclose(shared.logits(*padded), logits, atol=1e-4)
 
 
 def test_compat_writes_float16_weights_that_run(tmp_path, task_dirs, tiny_backbone):
     """--compat tflite-runtime-2.14: float16 weights (that runtime cannot read TF 2.21's int8 ops)."""
     from spartan_tf import artifacts
     from spartan_tf.export import operator_names
-    from spartan_tf.parity import SplitBundle
 
     out = tmp_path / "tflite"
     code, stdout, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out,
-                                          "--compat", "tflite-runtime-2.14", "--check-samples", CHECK)
+                                   "--compat", "tflite-runtime-2.14", "--check-samples", CHECK)
     assert code == 0, stderr
-    assert "float16 backbone + float16 task (written)" in stdout
+    assert "float16 shared graph + float16 tensors (written)" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backbone"]["weights"] == manifest["tasks"]["qnli"]["weights"] == "float16"
-    assert "DEQUANTIZE" in operator_names((out / "backbone.tflite").read_bytes())
+    assert "DEQUANTIZE" in operator_names((out / GRAPH_FILE).read_bytes())
+    with np.load(out / "qnli.npz") as archive:
+        assert archive["layer_00_keys"].dtype == np.float16
     model = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[0]
-    chain = SplitBundle(out / "backbone.tflite", out / "qnli.tflite")
+    shared = shared_bundle(out, "qnli")
     for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
         keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
-        np.testing.assert_allclose(chain.logits(ids, mask, types), keras, atol=0.01 * np.abs(keras).max())
+        np.testing.assert_allclose(shared.logits(ids, mask, types), keras, atol=0.01 * np.abs(keras).max())
 
 
 def test_regression_task(tmp_path, tiny_backbone):
@@ -415,25 +431,22 @@ def test_regression_task(tmp_path, tiny_backbone):
     assert "score agreement" in stdout and "pearson" in stdout
     entry = json.loads((out / "manifest.json").read_text())["tasks"]["stsb"]
     assert (entry["label_names"], entry["problem_type"]) == ([], "regression")
-    interpreter, _ = signatures_of(out / "stsb.tflite")
-    head = interpreter.get_signature_runner("head")
-    assert head(hidden=np.ones((1, 3, 32), np.float32))["logits"].shape == (1, 1)
+    ids = np.array([[101, 2000, 102]], np.int32)
+    assert shared_bundle(out, "stsb").logits(ids, np.ones_like(ids), np.zeros_like(ids)).shape == (1, 1)
 
 
 def test_parity_failure_exits_1_and_writes_nothing(tmp_path, monkeypatch, task_dirs):
     """A float32 bundle that disagrees with Keras (here: a head with negated logits) is a bug."""
-    from spartan_tf import export
+    from spartan_tf import shared_graph
 
-    original = export.task_signatures
+    original = shared_graph.task_tensors
 
-    def broken_task_signatures(model):
-        signatures = original(model)
-        head = signatures["head"]
-        spec = head.input_signature
-        signatures["head"] = export.signature_function("head", lambda hidden: {"logits": -head(hidden)["logits"]}, spec)
-        return signatures
+    def broken_task_tensors(model):
+        tensors = original(model)
+        return {**tensors, "head_classifier_kernel": -tensors["head_classifier_kernel"],
+                "head_classifier_bias": -tensors["head_classifier_bias"]}
 
-    monkeypatch.setattr(export, "task_signatures", broken_task_signatures)
+    monkeypatch.setattr(shared_graph, "task_tensors", broken_task_tensors)
     out = tmp_path / "bundle"
     code, stdout, stderr = convert("--model-dir", task_dirs["qnli"], "--output-dir", out, "--check-samples", CHECK)
     assert code == 1
@@ -447,23 +460,23 @@ def test_parity_failure_exits_1_and_writes_nothing(tmp_path, monkeypatch, task_d
 def test_two_tasks_share_one_backbone_and_rerun_keeps_it(bundle_runs):
     out, runs, first_stat = bundle_runs
     assert first_stat is not None
-    after = (out / "backbone.tflite").stat()
+    after = (out / GRAPH_FILE).stat()
     assert (after.st_mtime_ns, after.st_ino) == (first_stat.st_mtime_ns, first_stat.st_ino)
-    assert "backbone.tflite: unchanged" in runs["second"][1]
+    assert f"{GRAPH_FILE}: unchanged" in runs["second"][1]
     assert sorted(path.name for path in out.iterdir()) == [
-        "backbone.tflite", "manifest.json", "qnli.fused.tflite", "qnli.tflite", "sst2.tflite", "tokenizer.json"]
+        GRAPH_FILE, "manifest.json", "qnli.npz", "sst2.npz", "tokenizer.json"]
 
 
-def test_longer_max_length_rebuilds_the_backbone_and_stale_fused_goes(tmp_path, task_dirs, tiny_backbone):
+def test_longer_max_length_rebuilds_the_graph_and_stale_files_go(tmp_path, task_dirs, tiny_backbone):
     import shutil
 
     out = tmp_path / "tflite"
-    code, _, stderr = convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0",
-                                     "--fused")
+    code, _, stderr = convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0", "--whole")
     assert code == 0, stderr
-    assert (out / "sst2.fused.tflite").is_file()
-    assert convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0")[0] == 0
-    assert not (out / "sst2.fused.tflite").exists()
+    assert (out / "sst2.tflite").is_file() and not list(out.glob("backbone.*"))
+    code, stdout, _ = convert("--model-dir", task_dirs["sst2"], "--output-dir", out, "--check-samples", "0")
+    assert code == 0 and "removed sst2.tflite" in stdout
+    assert not (out / "sst2.tflite").exists() and (out / "sst2.npz").is_file()
     longer = tmp_path / "qnli-long"
     shutil.copytree(task_dirs["qnli"], longer)
     config = json.loads((longer / "config.json").read_text())
@@ -471,7 +484,7 @@ def test_longer_max_length_rebuilds_the_backbone_and_stale_fused_goes(tmp_path, 
     (longer / "config.json").write_text(json.dumps(config))
     code, stdout, stderr = convert("--model-dir", longer, "--output-dir", out, "--check-samples", "0")
     assert code == 0, stderr
-    assert "converted backbone.tflite" in stdout
+    assert f"converted {GRAPH_FILE}" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backbone"]["max_length"] == 96
     assert set(manifest["tasks"]) == {"qnli", "sst2"}
@@ -507,6 +520,9 @@ def test_other_weights_mode_into_a_bundle_is_refused(bundle_runs, task_dirs):
 @pytest.mark.parametrize("make, expected", [
     (lambda d: (d / "notes.txt").write_text("mine"), "not empty and has no manifest.json, so it is not a bundle"),
     (lambda d: (d / "manifest.json").write_text("{not json"), "not a readable bundle manifest"),
+    (lambda d: (d / "manifest.json").write_text(json.dumps({"format_version": 2, "backbone": {
+        "fingerprint": "x", "weights": "int8"}, "tasks": {}})),
+     "format version 2, this converter writes 3; convert every task into a new --output-dir"),
 ])
 def test_output_dir_that_is_not_a_bundle_is_refused(tmp_path, task_dirs, make, expected):
     out = tmp_path / "occupied"
@@ -561,79 +577,101 @@ def operator_count(path) -> int:
 
 
 def test_whole_tasks_compute_what_keras_computes(tmp_path, method_dirs, tiny_backbone):
-    """A bundle of adapters, LoRA (merged) and full tasks: no backbone file, one classify graph per
-    task, and each float32 graph's logits equal the trained Keras model's (unmerged for LoRA)."""
+    """--whole: adapters, LoRA (merged) and full tasks each in one classify graph, no shared graph, and
+    each float32 graph's logits equal the trained Keras model's (unmerged for LoRA)."""
     from spartan_tf import artifacts
-    from spartan_tf.parity import FusedBundle
+    from spartan_tf.parity import WholeBundle
 
     out = tmp_path / "whole"
     code, stdout, stderr = convert(*[arg for d in method_dirs.values() for arg in ("--model-dir", d)],
-                                   "--output-dir", out, "--float", "--check-samples", CHECK)
+                                   "--output-dir", out, "--float", "--whole", "--check-samples", CHECK)
     assert code == 0, stderr
     assert stdout.count("float32 whole model (no quantization)") == 3
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 2
-    assert not (out / "backbone.tflite").exists() and "file" not in manifest["backbone"]
+    assert manifest["format_version"] == 3 and manifest["graphs"] == {}
     assert manifest["backbone"]["fingerprint"] == tiny_backbone.fingerprint()
     assert sorted(path.name for path in out.iterdir()) == [
         "manifest.json", "qnli.tflite", "rte.tflite", "sst2.tflite", "tokenizer.json"]
     for key, method in (("qnli", "adapters"), ("sst2", "lora"), ("rte", "full")):
         entry = manifest["tasks"][key]
         assert entry["deployment"] == "whole" and entry["method"]["name"] == method
-        assert "fused" not in entry and "size_ratio_to_backbone" not in entry
+        assert "graph" not in entry and "size_ratio_to_backbone" not in entry
         assert entry["sha256"] == hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
         assert ("lora_merged" in entry) == (method == "lora")
         _, signatures = signatures_of(out / entry["file"])
         assert signatures == {"classify": {"inputs": ["attention_mask", "input_ids", "token_type_ids"],
                                            "outputs": ["logits"]}}
         model = artifacts.load_trained(method_dirs[method], backbone=tiny_backbone)[0]
-        graph = FusedBundle(out / entry["file"])
+        graph = WholeBundle(out / entry["file"])
         for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
             keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
             np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
     assert manifest["tasks"]["sst2"]["lora_merged"] is True
 
 
+def test_adapters_and_unmerged_lora_run_shared(tmp_path, method_dirs, tiny_backbone):
+    """By default adapters are shared, and LoRA with --lora-unmerged: each method its own graph, the
+    task file only its tensors, the float32 numbers those of Keras."""
+    from spartan_tf import artifacts
+
+    out = tmp_path / "shared"
+    code, stdout, stderr = convert("--model-dir", method_dirs["adapters"], "--model-dir", method_dirs["lora"],
+                                   "--output-dir", out, "--float", "--lora-unmerged", "--check-samples", CHECK)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {key: graph["method"] for key, graph in manifest["graphs"].items()} == {
+        "adapters-cls": {"name": "adapters"}, "lora-cls": {"name": "lora"}}
+    for key, method, graph in (("qnli", "adapters", "adapters-cls"), ("sst2", "lora", "lora-cls")):
+        entry = manifest["tasks"][key]
+        assert (entry["deployment"], entry["graph"], entry["file"]) == ("shared", graph, f"{key}.npz")
+        model = artifacts.load_trained(method_dirs[method], backbone=tiny_backbone)[0]
+        shared = shared_bundle(out, key)
+        for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+            keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+            np.testing.assert_allclose(shared.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+    assert manifest["tasks"]["sst2"]["lora_merged"] is False
+
+
 def test_lora_unmerged_keeps_the_low_rank_ops(tmp_path, method_dirs, tiny_backbone):
-    """--lora-unmerged: same logits as merged, with the two low-rank matmuls per target still in the graph."""
-    from spartan_tf.parity import FusedBundle
+    """--whole --lora-unmerged: same logits as merged, with the two low-rank matmuls per target still in the graph."""
+    from spartan_tf.parity import WholeBundle
 
     files = {}
     for name, flags in (("merged", []), ("unmerged", ["--lora-unmerged"])):
         code, _, stderr = convert("--model-dir", method_dirs["lora"], "--output-dir", tmp_path / name, "--float",
-                                  "--check-samples", CHECK, *flags)
+                                  "--whole", "--check-samples", CHECK, *flags)
         assert code == 0, stderr
         manifest = json.loads((tmp_path / name / "manifest.json").read_text())
         assert manifest["tasks"]["sst2"]["lora_merged"] is (name == "merged")
         files[name] = tmp_path / name / "sst2.tflite"
     # 2 layers x 2 targets (query, value) x 2 matmuls (A, then B), plus the adds joining them
     assert operator_count(files["unmerged"]) >= operator_count(files["merged"]) + 2 * 2 * 2
-    merged, unmerged = FusedBundle(files["merged"]), FusedBundle(files["unmerged"])
+    merged, unmerged = WholeBundle(files["merged"]), WholeBundle(files["unmerged"])
     for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
         np.testing.assert_allclose(unmerged.logits(ids, mask, types), merged.logits(ids, mask, types), atol=1e-4)
 
 
 def test_mixed_bundle_and_a_task_that_changes_deployment(tmp_path, task_dirs, method_dirs):
-    """SPARTAN qnli (split, --fused) beside LoRA sst2 (whole) share one bundle and tokenizer; when qnli
-    is re-converted as an adapters task, its fused file and the backbone (no split task left) go."""
+    """SPARTAN qnli (shared) beside LoRA sst2 (whole, merged) share one bundle and tokenizer; when qnli
+    is re-converted as an adapters task, it moves to the adapters graph and the SPARTAN graph goes."""
     out = tmp_path / "mixed"
     code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--model-dir", method_dirs["lora"],
-                              "--output-dir", out, "--fused", "--check-samples", CHECK)
+                              "--output-dir", out, "--check-samples", CHECK)
     assert code == 0, stderr
     manifest = json.loads((out / "manifest.json").read_text())
     qnli, sst2 = manifest["tasks"]["qnli"], manifest["tasks"]["sst2"]
-    assert qnli["deployment"] == "split" and qnli["fused"]["file"] == "qnli.fused.tflite"
-    assert sst2["deployment"] == "whole" and "fused" not in sst2  # --fused is for split tasks
-    assert 0 < qnli["size_ratio_to_backbone"] < 1 and (out / "backbone.tflite").is_file()
+    assert (qnli["deployment"], qnli["graph"]) == ("shared", GRAPH)
+    assert sst2["deployment"] == "whole" and "graph" not in sst2
+    assert 0 < qnli["size_ratio_to_backbone"] < 1 and (out / GRAPH_FILE).is_file()
 
     code, stdout, stderr = convert("--model-dir", method_dirs["adapters"], "--output-dir", out,
                                    "--check-samples", CHECK)
     assert code == 0, stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["tasks"]["qnli"]["deployment"] == "whole"
+    assert (manifest["tasks"]["qnli"]["deployment"], manifest["tasks"]["qnli"]["graph"]) == ("shared", "adapters-cls")
     assert manifest["tasks"]["qnli"]["method"]["name"] == "adapters"
     assert manifest["tasks"]["sst2"] == sst2  # kept as it was
-    assert "removed qnli.fused.tflite" in stdout and "removed backbone.tflite" in stdout
-    assert "file" not in manifest["backbone"]
-    assert sorted(path.name for path in out.iterdir()) == ["manifest.json", "qnli.tflite", "sst2.tflite",
-                                                            "tokenizer.json"]
+    assert f"removed {GRAPH_FILE}" in stdout
+    assert list(manifest["graphs"]) == ["adapters-cls"]
+    assert sorted(path.name for path in out.iterdir()) == ["backbone.adapters-cls.tflite", "manifest.json",
+                                                            "qnli.npz", "sst2.tflite", "tokenizer.json"]

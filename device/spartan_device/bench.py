@@ -38,17 +38,18 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
         raise DeviceError("nothing to benchmark: no valid input lines")
     load_start = time.perf_counter()
     infos = {name: engine.bundle.task(name) for name in dict.fromkeys(r.task for r in records)}
-    if engine.graph == "backbone":
-        engine.backbone("--graph backbone")
-        tasks = {}
-    else:
-        tasks = {name: engine.task(name) for name in infos}
+    tasks, task_load_ms, rss_after_load = {}, {}, {}
+    for name in infos:  # one at a time: what each task's load costs in time and resident memory
+        start = time.perf_counter()
+        tasks[name] = engine.task(name)
+        task_load_ms[name] = round(1000.0 * (time.perf_counter() - start), 1)
+        rss_after_load[name] = current_rss_mb()
     load_s = time.perf_counter() - load_start
     max_length = {name: info.max_length for name, info in infos.items()}
     for name, length in max_length.items():
         if seq_length is not None and seq_length > length:
             raise DeviceError(f"--seq-length {seq_length}: task {name} takes at most {length} tokens (its max_length)")
-    ran = list(infos.values()) if engine.graph != "backbone" else []  # --graph backbone runs no task
+    ran = list(infos.values())
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
 
     def run(batch):
@@ -57,10 +58,7 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
             return sum((run([r for r in batch if r.task == t]) for t in dict.fromkeys(r.task for r in batch)), 0)
         encodings = engine.tokenization.encode([(r.text, r.text_pair) for r in batch], seq_length or max_length[name])
         padded = pad(encodings, seq_length)
-        if engine.graph == "backbone":
-            engine.backbone_hidden(padded)
-        else:
-            engine.logits(tasks[name], padded)
+        engine.logits(tasks[name], padded)
         return padded.num_tokens
 
     for batch in itertools.islice(itertools.cycle(batches), warmup):
@@ -74,9 +72,8 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
     total_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     lat = np.asarray(latencies)
     return {
-        "graph": engine.graph,
         "tasks": list(max_length),
-        "deployment": _common(info.deployment for info in ran),  # split or whole (mixed: several tasks differ)
+        "deployment": _common(info.deployment for info in ran),  # shared or whole (mixed: several tasks differ)
         "method": _common(info.method_name for info in ran),
         "lora_merged": _common(info.lora_merged for info in ran),
         "runtime": str(engine.runtime),
@@ -91,7 +88,9 @@ def benchmark(engine: Engine, records: list[Record], batch_size: int, warmup: in
         "total_s": round(total_s, 3),
         # CPU time of this process per text (all threads): steadier than wall time on a shared machine
         "cpu_ms_per_text": round(1000.0 * cpu_s / len(records), 3),
-        "task_load_s": round(load_s, 3),
+        "task_load_s": round(load_s, 3),  # every task, with its graph (the first) and a warm-up call each
+        "task_load_ms": task_load_ms,  # per task, in load order
+        "rss_after_load_mb": rss_after_load,  # resident memory right after each task's load
         "peak_rss_mb": peak_rss_mb(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.system()}",
         "python": platform.python_version(),
@@ -106,13 +105,15 @@ def format_report(figures: dict) -> str:
     padded = f", padded to {figures['seq_length']}" if figures["seq_length"] else ""
     return "\n".join([
         f"benchmark: {figures['texts']} texts (task {', '.join(figures['tasks'])}{deployed}, mean "
-        f"{figures['mean_tokens']} tokens{padded}), graph {figures['graph']}, {figures['runtime']}, {threads} thread(s), "
+        f"{figures['mean_tokens']} tokens{padded}), {figures['runtime']}, {threads} thread(s), "
         f"batch {figures['batch_size']}",
         f"machine:   {figures['machine']}, Python {figures['python']}",
         f"latency per batch: p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms "
         f"(mean {lat['mean']:.2f} ms)",
         f"throughput: {figures['texts_per_s']:.1f} texts/s",
         f"peak memory: {memory}",
+        "task loads:  " + ", ".join(f"{name} {ms:.1f} ms (then {figures['rss_after_load_mb'][name]} MB resident)"
+                                    for name, ms in figures["task_load_ms"].items()),
     ])
 
 
@@ -134,6 +135,18 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KB on Linux
+
+
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (VmRSS), in MB; None where /proc is unavailable."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _common(values):

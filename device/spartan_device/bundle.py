@@ -1,8 +1,9 @@
-"""Read and check a bundle's manifest.json (docs/bundle-format.md, format versions 1 and 2).
+"""Read and check a bundle's manifest.json (docs/bundle-format.md, format version 3).
 
-Version 2 added each task's ``deployment`` (split: memories + head over the shared backbone file;
-whole: the whole model in the task's file) and made the backbone's file optional (absent when every
-task is whole). A version 1 bundle reads as version 2 with every task split.
+A task is ``shared`` (its file ``<task>.npz`` holds only its task tensors, fed to one of the bundle's
+shared graphs ``backbone.<graph>.tflite``) or ``whole`` (its file is the whole model, one graph).
+Bundles of older format versions (1 and 2: a backbone chained signature by signature) are refused
+with one line that names the fix: convert the tasks again.
 
 Nothing is loaded here; :func:`verified_path` checks a file's sha256 against the manifest and is
 called right before the file is loaded.
@@ -17,10 +18,10 @@ from pathlib import Path, PurePosixPath
 
 from spartan_device.errors import DeviceError
 
-FORMAT_VERSION = 2  # the newest version this client reads; it reads every older one too
+FORMAT_VERSION = 3  # the one version this client reads
 MANIFEST = "manifest.json"
 CLASSIFICATION, REGRESSION = "classification", "regression"
-SPLIT, WHOLE = "split", "whole"  # a task's deployment
+SHARED, WHOLE = "shared", "whole"  # a task's deployment
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,20 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
-class BackboneInfo:
-    """The pretrained backbone of every task; ``entry`` is None when the bundle has no backbone file
-    (format 2, every task whole)."""
+class GraphInfo:
+    """A shared graph: the backbone with a method's task tensors as inputs (signature ``classify``).
+    ``method``: its layout (e.g. {"name": "spartan", "num_parents": 16, ...}); ``pooling``: the head's."""
 
-    entry: FileEntry | None
+    name: str
+    entry: FileEntry
+    method: dict
+    pooling: str
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """The pretrained backbone every task was trained from (its weights are in the shared graphs)."""
+
     fingerprint: str
     num_layers: int
     hidden_size: int
@@ -48,9 +58,9 @@ class BackboneInfo:
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """One task of the manifest. ``deployment``: SPLIT (``entry`` holds memory_XX and head; ``fused`` is
-    the optional one-graph copy) or WHOLE (``entry`` is the whole model, signature classify; no
-    ``fused``). ``takes_pair``: True/False when its reference inputs tell, else None."""
+    """One task of the manifest. ``deployment``: SHARED (``entry`` is its task tensors, ``graph`` the
+    shared graph they feed) or WHOLE (``entry`` is the whole model, signature classify).
+    ``takes_pair``: True/False when its reference inputs tell, else None."""
 
     name: str
     entry: FileEntry
@@ -59,10 +69,10 @@ class TaskInfo:
     problem_type: str
     max_length: int
     weights: str
-    fused: FileEntry | None
     reference_inputs: tuple[dict, ...]
     raw: dict = field(repr=False, compare=False)
-    deployment: str = SPLIT
+    deployment: str = SHARED
+    graph: str | None = None  # shared tasks: the key of their graph in the manifest's "graphs"
     method: dict = field(default_factory=dict)  # the training config's method block ("name" and hyperparameters)
     lora_merged: bool | None = None  # LoRA tasks only: folded into the kernels (True) or kept low-rank
 
@@ -97,6 +107,7 @@ class Bundle:
     manifest: dict
     tokenizer: FileEntry
     backbone: BackboneInfo
+    graphs: dict  # {name: GraphInfo}
     created_by: str
     format_version: int
 
@@ -109,7 +120,11 @@ class Bundle:
         if name not in tasks:
             known = ", ".join(tasks) or "(none)"
             raise DeviceError(f"unknown task {name!r}; the bundle {self.root} has: {known}")
-        return _task_info(name, tasks[name], f"{self.root / MANIFEST}: tasks.{name}", self.format_version)
+        info = _task_info(name, tasks[name], f"{self.root / MANIFEST}: tasks.{name}")
+        if info.deployment == SHARED and info.graph not in self.graphs:
+            raise DeviceError(f"{self.root / MANIFEST}: tasks.{name}: graph {info.graph!r} is not one of the "
+                              f"bundle's graphs ({', '.join(self.graphs) or 'none'})")
+        return info
 
     def path(self, entry: FileEntry) -> Path:
         return self.root / entry.file
@@ -134,18 +149,17 @@ def read_bundle(directory: str | Path) -> Bundle:
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise DeviceError(f"{path}: missing or invalid format_version")
-    if version > FORMAT_VERSION:
-        raise DeviceError(
-            f"{path}: bundle format version {version} is newer than this client understands "
-            f"(version {FORMAT_VERSION}); update device/ from the spartan-tf release that wrote the bundle"
-        )
+    if version != FORMAT_VERSION:
+        made = "an older" if version < FORMAT_VERSION else "a newer"
+        fix = ("re-convert the tasks with convert/to_tflite.py from this release" if version < FORMAT_VERSION
+               else "update device/ from the spartan-tf release that wrote the bundle")
+        raise DeviceError(f"{path}: bundle format version {version} was written by {made} converter; this client "
+                          f"reads version {FORMAT_VERSION} only: {fix}")
     where = str(path)
     tokenizer = _file_entry(_get(manifest, "tokenizer", dict, where), f"{where}: tokenizer")
     block = _get(manifest, "backbone", dict, where)
     bwhere = f"{where}: backbone"
-    has_file = version < 2 or "file" in block or "sha256" in block  # version 2: optional (whole tasks only)
     backbone = BackboneInfo(
-        entry=_file_entry(block, bwhere) if has_file else None,
         fingerprint=_get(block, "fingerprint", str, bwhere),
         num_layers=_positive(_get(block, "num_layers", int, bwhere), "num_layers", bwhere),
         hidden_size=_positive(_get(block, "hidden_size", int, bwhere), "hidden_size", bwhere),
@@ -153,10 +167,19 @@ def read_bundle(directory: str | Path) -> Bundle:
         model=str(block.get("model", "?")),
         weights=str(block.get("weights", "?")),
     )
+    graphs = {}
+    for name, graph in _get(manifest, "graphs", dict, where).items():
+        gwhere = f"{where}: graphs.{name}"
+        if not isinstance(graph, dict):
+            raise DeviceError(f"{gwhere}: expected a JSON object")
+        method = _get(graph, "method", dict, gwhere)
+        if not isinstance(method.get("name"), str):
+            raise DeviceError(f"{gwhere}: method has no name")
+        graphs[name] = GraphInfo(name, _file_entry(graph, gwhere), method, _get(graph, "pooling", str, gwhere))
     tasks = _get(manifest, "tasks", dict, where)
     if not tasks:
         raise DeviceError(f"{path}: the bundle holds no tasks")
-    return Bundle(root, manifest, tokenizer, backbone, str(manifest.get("created_by", "?")), version)
+    return Bundle(root, manifest, tokenizer, backbone, graphs, str(manifest.get("created_by", "?")), version)
 
 
 def verified_path(bundle: Bundle, entry: FileEntry, what: str) -> Path:
@@ -184,21 +207,19 @@ def sha256_of(path: Path) -> str:
 # --------------------------------------------------------------------------- field checks
 
 
-def _task_info(name: str, block, where: str, version: int) -> TaskInfo:
+def _task_info(name: str, block, where: str) -> TaskInfo:
     if not isinstance(block, dict):
         raise DeviceError(f"{where}: expected a JSON object")
-    if "deployment" not in block and version >= 2:
-        raise DeviceError(f"{where}: missing field 'deployment' (split or whole; required from format version 2)")
-    deployment = block.get("deployment", SPLIT)  # version 1: every task split
-    if deployment not in (SPLIT, WHOLE):
-        raise DeviceError(f"{where}: unknown deployment {deployment!r} (expected split or whole)")
+    deployment = _get(block, "deployment", str, where)
+    if deployment not in (SHARED, WHOLE):
+        raise DeviceError(f"{where}: unknown deployment {deployment!r} (expected shared or whole)")
+    graph = _get(block, "graph", str, where) if deployment == SHARED else None
     problem_type = _get(block, "problem_type", str, where)
     if problem_type not in (CLASSIFICATION, REGRESSION):
         raise DeviceError(f"{where}: unknown problem_type {problem_type!r}")
     labels = _get(block, "label_names", list, where)
     if problem_type == CLASSIFICATION and (len(labels) < 2 or not all(isinstance(x, str) for x in labels)):
         raise DeviceError(f"{where}: a classification task needs >= 2 label names, got {labels!r}")
-    fused = block.get("fused") if deployment == SPLIT else None  # a whole task is its own one-graph model
     method = block.get("method")
     merged = block.get("lora_merged")
     refs = block.get("reference_inputs") or []
@@ -210,10 +231,10 @@ def _task_info(name: str, block, where: str, version: int) -> TaskInfo:
         problem_type=problem_type,
         max_length=_positive(_get(block, "max_length", int, where), "max_length", where),
         weights=str(block.get("weights", "?")),
-        fused=_file_entry(fused, f"{where}.fused") if isinstance(fused, dict) else None,
         reference_inputs=tuple(refs) if isinstance(refs, list) else (),
         raw=block,
         deployment=deployment,
+        graph=graph,
         method=method if isinstance(method, dict) else {},
         lora_merged=merged if isinstance(merged, bool) else None,
     )

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from spartan_device import bench, inputs, pipeline
-from spartan_device.bundle import SPLIT, Bundle, read_bundle, sha256_of
+from spartan_device.bundle import SHARED, Bundle, read_bundle, sha256_of
 from spartan_device.engine import Engine
 from spartan_device.errors import DeviceError
-from spartan_device.graphs import backbone_user
 from spartan_device.outputs import JsonLinesOutput, Progress
 from spartan_device.runtime import choose_runtime
 
@@ -26,7 +25,7 @@ def dispatch(args) -> int:
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.verbose else None
     runtime = choose_runtime(args.runtime)
     if log:
-        log(f"runtime {runtime}, {args.threads} thread(s), graph {args.graph}")
+        log(f"runtime {runtime}, {args.threads} thread(s)")
     if args.benchmark:
         return run_benchmark(bundle, runtime, args, log)
     engine = make_engine(bundle, runtime, args, log)
@@ -36,12 +35,18 @@ def dispatch(args) -> int:
 
 
 def make_engine(bundle: Bundle, runtime, args, log) -> Engine:
-    """The engine, with the shared backbone already loaded when the run is sure to need it: a broken
-    backbone file then stops the run (exit 2) instead of failing every line of a split task."""
-    engine = Engine(bundle, runtime, args.threads, args.graph, log)
-    user = backbone_user(bundle, args.graph, default_task(bundle, args.task))
-    if user is not None:
-        engine.backbone(user)
+    """The engine, with the shared graph already loaded when the run is sure to need it (one task
+    given, deployed shared): a broken graph file then stops the run (exit 2) instead of failing
+    every line."""
+    engine = Engine(bundle, runtime, args.threads, log)
+    task = default_task(bundle, args.task)
+    if task is not None:
+        try:
+            info = bundle.task(task)
+        except DeviceError:  # the task's own lines will say what is wrong
+            return engine
+        if info.deployment == SHARED:
+            engine.graph(info.graph)
     return engine
 
 
@@ -183,11 +188,10 @@ def run_benchmark(bundle: Bundle, runtime, args, log) -> int:
 
 
 def list_bundle(bundle: Bundle, as_json: bool) -> int:
-    """Tasks (deployment, method, sizes, labels), and whether each file is present and intact. Exit 1
-    if any is not."""
+    """Shared graphs and tasks (deployment, method, sizes, labels), and whether each file is present and
+    intact. Exit 1 if any is not."""
     backbone = bundle.backbone
-    backbone_size = _size(bundle, backbone.entry)
-    rows, problems = [], 0
+    graph_rows, rows, problems = [], [], 0
 
     def status(entry) -> str:
         path = bundle.path(entry)
@@ -195,8 +199,12 @@ def list_bundle(bundle: Bundle, as_json: bool) -> int:
             return "missing"
         return "ok" if sha256_of(path) == entry.sha256.lower() else "corrupt (sha256 mismatch)"
 
-    backbone_status = status(backbone.entry) if backbone.entry else "none"  # format 2: no split task, no file
-    problems += backbone_status not in ("ok", "none")
+    for graph in bundle.graphs.values():
+        graph_status = status(graph.entry)
+        problems += graph_status != "ok"
+        graph_rows.append({"graph": graph.name, "file": graph.entry.file, "bytes": _size(bundle, graph.entry),
+                           "method": graph.method.get("name"), "pooling": graph.pooling, "status": graph_status})
+    graph_sizes = {row["graph"]: row["bytes"] for row in graph_rows}
     for name in bundle.task_names:
         try:
             info = bundle.task(name)
@@ -204,48 +212,44 @@ def list_bundle(bundle: Bundle, as_json: bool) -> int:
             rows.append({"task": name, "status": f"invalid manifest entry: {err}"})
             problems += 1
             continue
-        split = info.deployment == SPLIT
+        shared = info.deployment == SHARED
         task_status = status(info.entry)
-        if task_status == "ok" and split and backbone.entry is None:
-            task_status = "needs the backbone file, which the bundle lacks"
-        elif task_status == "ok" and split and info.backbone_fingerprint != backbone.fingerprint:
+        if task_status == "ok" and shared and info.backbone_fingerprint != backbone.fingerprint:
             task_status = "built for another backbone"
         problems += task_status != "ok"
-        size = _size(bundle, info.entry)
+        size, graph_size = _size(bundle, info.entry), graph_sizes.get(info.graph)
         rows.append({
-            "task": name, "deployment": info.deployment, "method": info.method_name, "lora_merged": info.lora_merged,
-            "file": info.entry.file, "bytes": size, "weights": info.weights,
+            "task": name, "deployment": info.deployment, "graph": info.graph, "method": info.method_name,
+            "lora_merged": info.lora_merged, "file": info.entry.file, "bytes": size, "weights": info.weights,
             "problem_type": info.problem_type, "labels": list(info.label_names), "max_length": info.max_length,
-            "ratio_to_backbone": round(size / backbone_size, 4) if split and size and backbone_size else None,
-            "fused": info.fused.file if info.fused else None, "status": task_status,
+            "ratio_to_backbone": round(size / graph_size, 4) if shared and size and graph_size else None,
+            "status": task_status,
         })
     summary = {
         "bundle": str(bundle.root), "format_version": bundle.format_version, "created_by": bundle.created_by,
-        "backbone": {"file": backbone.entry.file if backbone.entry else None, "bytes": backbone_size,
-                     "weights": backbone.weights, "model": backbone.model, "num_layers": backbone.num_layers,
-                     "hidden_size": backbone.hidden_size, "status": backbone_status},
-        "tasks": rows,
+        "backbone": {"weights": backbone.weights, "model": backbone.model, "num_layers": backbone.num_layers,
+                     "hidden_size": backbone.hidden_size},
+        "graphs": graph_rows, "tasks": rows,
     }
     if as_json:
         print(json.dumps(summary))
         return 1 if problems else 0
     print(f"bundle {bundle.root} (format {summary['format_version']}, {bundle.created_by})")
-    described = f"{backbone.model}, {backbone.num_layers} layers, hidden {backbone.hidden_size}"
-    if backbone.entry is None:
-        print(f"backbone  (no file: every task is deployed whole)  {described}")
-    else:
-        print(f"backbone  {backbone.entry.file}  {_mb(backbone_size)}  {backbone.weights}  {described}  "
-              f"[{backbone_status}]")
+    print(f"backbone  {backbone.model}, {backbone.num_layers} layers, hidden {backbone.hidden_size}, "
+          f"{backbone.weights} weights")
+    for row in graph_rows:
+        print(f"graph {row['graph']}  {row['file']}  {_mb(row['bytes'])}  {row['method']} tasks, {row['pooling']} "
+              f"pooling  [{row['status']}]")
     for row in rows:
         if "file" not in row:
             print(f"task {row['task']}: {row['status']}")
             continue
         labels = ", ".join(row["labels"]) or "(regression: a score)"
         ratio = f" ({row['ratio_to_backbone'] * 100:.1f}% of the backbone)" if row["ratio_to_backbone"] else ""
-        fused = f", fused: {row['fused']}" if row["fused"] else ""
+        on = f" on {row['graph']}" if row["graph"] else ""
         merged = {True: " (merged)", False: " (unmerged)", None: ""}[row["lora_merged"]]
-        print(f"task {row['task']:<8} {row['deployment']} {row['method'] or '?'}{merged}  {row['file']}  "
-              f"{_mb(row['bytes'])}{ratio}  {row['weights']}  max_length {row['max_length']}  labels: {labels}{fused}  "
+        print(f"task {row['task']:<8} {row['deployment']}{on} {row['method'] or '?'}{merged}  {row['file']}  "
+              f"{_mb(row['bytes'])}{ratio}  {row['weights']}  max_length {row['max_length']}  labels: {labels}  "
               f"[{row['status']}]")
     return 1 if problems else 0
 

@@ -1,10 +1,10 @@
-"""Tokenize and run a bundle: a split task as embed -> (layer_i -> memory_i)* -> head over the shared
-backbone, a whole task (or a split task's fused file) as its one ``classify`` graph.
+"""Tokenize and run a bundle: a shared task as its shared graph's one invocation with the task's
+tensors (shared.py), a whole task as its own ``classify`` graph.
 
-Files are loaded on first use and cached: the backbone when a split task (or --graph backbone)
-first needs it, each task file when its task is first asked for. A failure is cached too, so a
-broken file is reported per line without retrying. Interpreters and their signature runners are
-created once and reused for every batch.
+Files are loaded on first use and cached: a shared graph when a task of it is first asked for
+(once, whatever the number of its tasks), each task file when its task is first asked for. A
+failure is cached too, so a broken file is reported per line without retrying. Switching tasks
+never reloads a graph: the next task's tensors are set into it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spartan_device.bundle import SPLIT, Bundle, TaskInfo, verified_path
+from spartan_device.bundle import SHARED, Bundle, TaskInfo, verified_path
 from spartan_device.errors import DeviceError
-from spartan_device.graphs import CHAINED, GRAPHS, task_graph
 from spartan_device.runtime import Runtime, captured_stderr, load_interpreter, signature_runner
+from spartan_device.shared import SharedGraph, TaskTensors
 
 
 @dataclass
@@ -100,46 +100,27 @@ class _Signature:
 
 
 @dataclass
-class LoadedBackbone:
-    """backbone.tflite's signatures: embed, then layer_00 ... layer_{L-1}."""
-
-    embed: _Signature
-    layers: list[_Signature]
-    interpreter: object  # keeps the runners' interpreter alive
-
-    def hidden(self, batch: Batch) -> np.ndarray:
-        """The backbone alone (embed and every layer, no task): float32 [B, S, H]."""
-        hidden = self.embed(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
-        for layer in self.layers:
-            hidden = layer(hidden=hidden, attention_mask=batch.attention_mask)
-        return hidden
-
-
-@dataclass
 class LoadedTask:
-    """A task ready to run: chained (``backbone`` + ``memories`` + ``head``) or one ``classify`` graph."""
+    """A task ready to run: shared (``graph`` + ``tensors``) or whole (its one ``classify`` graph)."""
 
     info: TaskInfo
-    memories: list  # chained: one _Signature per layer
-    head: _Signature | None
-    classify: _Signature | None  # a whole task's file or a split task's fused file
-    interpreter: object = None  # keeps the runners' interpreter alive
-    backbone: LoadedBackbone | None = None  # chained only
+    graph: SharedGraph | None = None
+    tensors: TaskTensors | None = None
+    classify: _Signature | None = None
+    interpreter: object = None  # keeps a whole task's runner's interpreter alive
+    fixed_shape: tuple | None = None  # a whole graph exported with a fixed [batch, length] input
 
 
 class Engine:
-    """Runs the tasks of one bundle with one runtime. ``graph`` (see graphs.py): "auto" (each task as
-    deployed), "split", "fused", or "backbone" (no task: benchmarks)."""
+    """Runs the tasks of one bundle with one runtime."""
 
-    def __init__(self, bundle: Bundle, runtime: Runtime, threads: int | None = None, graph: str = "auto",
+    def __init__(self, bundle: Bundle, runtime: Runtime, threads: int | None = None,
                  log: Callable[[str], None] | None = None):
-        if graph not in GRAPHS:
-            raise DeviceError(f"unknown graph {graph!r}; expected one of: {', '.join(GRAPHS)}")
-        self.bundle, self.runtime, self.threads, self.graph = bundle, runtime, threads, graph
+        self.bundle, self.runtime, self.threads = bundle, runtime, threads
         self.log = log or (lambda message: None)
         self.loads: list[str] = []  # files loaded, in order (observable in --verbose and tests)
         self._tasks: dict[str, LoadedTask | DeviceError] = {}
-        self._backbone: LoadedBackbone | DeviceError | None = None
+        self._graphs: dict[str, SharedGraph | DeviceError] = {}
         self.tokenization = Tokenization(verified_path(bundle, bundle.tokenizer, "tokenizer"))
 
     # ----- loading ---------------------------------------------------------------------------
@@ -152,34 +133,21 @@ class Engine:
         self.log(f"loaded {what} {entry.file} ({size / 1e6:.2f} MB) in {time.perf_counter() - start:.2f} s")
         return path, interpreter
 
-    def backbone(self, needed_by: str) -> LoadedBackbone:
-        """backbone.tflite, loaded on first use and cached; DeviceError (also cached) if it cannot be
-        used. ``needed_by`` names the user for a bundle without the file ("split task qnli")."""
-        if self.bundle.backbone.entry is None:
-            raise DeviceError(f"the bundle has no backbone file, which {needed_by} needs; "
-                              "re-run convert/to_tflite.py")
-        if self._backbone is None:
+    def graph(self, name: str) -> SharedGraph:
+        """The shared graph ``name``, loaded on first use and cached; DeviceError (also cached) if it
+        cannot be used."""
+        cached = self._graphs.get(name)
+        if cached is None:
             try:
-                self._backbone = self._load_backbone()
+                info = self.bundle.graphs[name]
+                path, interpreter = self._load(info.entry, f"shared graph {name}", self.bundle.backbone.weights)
+                cached = SharedGraph(interpreter, path, f"shared graph {name}")
             except DeviceError as err:
-                self._backbone = err
-        if isinstance(self._backbone, DeviceError):
-            raise DeviceError(str(self._backbone))  # a fresh exception, as in task()
-        return self._backbone
-
-    def _load_backbone(self) -> LoadedBackbone:
-        info = self.bundle.backbone
-        path, interpreter = self._load(info.entry, "backbone", info.weights)
-        embed = _Signature(interpreter, "embed", ("input_ids", "token_type_ids"), path, "backbone")
-        layers = [_Signature(interpreter, f"layer_{i:02d}", ("hidden", "attention_mask"), path, "backbone")
-                  for i in range(info.num_layers)]
-        found = sorted(key for key in interpreter.get_signature_list() if key.startswith("layer_"))
-        if len(found) != info.num_layers:
-            raise DeviceError(f"backbone {path}: has {len(found)} layer signatures, but the manifest's num_layers "
-                              f"is {info.num_layers}; the manifest does not describe this file")
-        backbone = LoadedBackbone(embed, layers, interpreter)
-        self._warm_up("backbone", path, lambda: backbone.hidden(_DUMMY))
-        return backbone
+                cached = err
+            self._graphs[name] = cached
+        if isinstance(cached, DeviceError):
+            raise DeviceError(str(cached))  # a fresh exception, as in task()
+        return cached
 
     def task(self, name: str) -> LoadedTask:
         """The task, loaded on first use and cached; DeviceError (also cached) if it cannot be used."""
@@ -197,29 +165,29 @@ class Engine:
     def _load_task(self, name: str) -> LoadedTask:
         info = self.bundle.task(name)
         what = f"task {name}"
-        # a split task runs on (or, fused, was built with) the bundle's backbone; a whole task carries its own
-        if info.deployment == SPLIT and info.backbone_fingerprint != self.bundle.backbone.fingerprint:
-            raise DeviceError(
-                f"{what}: built for another backbone (fingerprint {info.backbone_fingerprint[:19]}...), "
-                f"but the bundle's backbone is {self.bundle.backbone.fingerprint[:19]}...; "
-                "convert the task together with its backbone")
-        graph = task_graph(info, self.graph)
-        if graph.kind == CHAINED:
-            backbone = self.backbone(f"split task {name}")
-            path, interpreter = self._load(graph.entry, graph.what, info.weights)
-            layers = self.bundle.backbone.num_layers
-            found = sum(key.startswith("memory_") for key in interpreter.get_signature_list())
-            if found != layers:
-                raise DeviceError(f"{what} {path}: has {found} memory signatures for a backbone of "
-                                  f"{layers} layers (num_layers)")
-            memories = [_Signature(interpreter, f"memory_{i:02d}", ("hidden",), path, what) for i in range(layers)]
-            head = _Signature(interpreter, "head", ("hidden",), path, what)
-            task = LoadedTask(info, memories, head, None, interpreter, backbone)
+        if info.deployment == SHARED:
+            # a shared task runs on the bundle's backbone; a whole task carries its own
+            if info.backbone_fingerprint != self.bundle.backbone.fingerprint:
+                raise DeviceError(
+                    f"{what}: built for another backbone (fingerprint {info.backbone_fingerprint[:19]}...), "
+                    f"but the bundle's backbone is {self.bundle.backbone.fingerprint[:19]}...; "
+                    "convert the task together with its backbone")
+            graph = self.graph(info.graph)
+            start = time.perf_counter()
+            path = verified_path(self.bundle, info.entry, what)
+            tensors = TaskTensors(path, what)
+            graph.check(tensors, what, path)
+            self.loads.append(info.entry.file)
+            self.log(f"loaded {what} {info.entry.file} ({path.stat().st_size / 1e3:.0f} KB) in "
+                     f"{1000 * (time.perf_counter() - start):.1f} ms")
+            task = LoadedTask(info, graph=graph, tensors=tensors)
         else:
-            path, interpreter = self._load(graph.entry, graph.what, info.weights)
+            path, interpreter = self._load(info.entry, what, info.weights)
             classify = _Signature(interpreter, "classify", ("input_ids", "attention_mask", "token_type_ids"),
                                   path, what)
-            task = LoadedTask(info, [], None, classify, interpreter)
+            shape = tuple(int(d) for d in classify.runner.get_input_details()["input_ids"]["shape_signature"])
+            fixed = shape if len(shape) == 2 and min(shape) > 0 else None  # -1: a dynamic dimension
+            task = LoadedTask(info, classify=classify, interpreter=interpreter, fixed_shape=fixed)
         self._warm_up(what, path, lambda: self.logits(task, _DUMMY))
         return task
 
@@ -242,23 +210,38 @@ class Engine:
 
     def logits(self, task: LoadedTask, batch: Batch) -> np.ndarray:
         """Float32 logits [B, num_outputs] of one padded batch."""
-        if task.classify is not None:
+        if task.graph is not None:
+            out = task.graph.run(batch.input_ids, batch.attention_mask, batch.token_type_ids, task.info.name,
+                                 task.tensors)
+        elif task.fixed_shape is not None:
+            out = self._fixed_logits(task, batch)
+        else:
             out = task.classify(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                 token_type_ids=batch.token_type_ids)
-        else:
-            hidden = task.backbone.embed(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
-            for layer, memory in zip(task.backbone.layers, task.memories):
-                hidden = memory(hidden=layer(hidden=hidden, attention_mask=batch.attention_mask))
-            out = task.head(hidden=hidden)
         expected = (len(batch.input_ids), task.info.num_outputs)
         if out.shape != expected:
             raise DeviceError(f"task {task.info.name}: the model returned shape {list(out.shape)}, expected "
                               f"{list(expected)} (manifest and task file disagree; re-run convert/to_tflite.py)")
         return out
 
-    def backbone_hidden(self, batch: Batch) -> np.ndarray:
-        """The shared backbone alone (embed and every layer, no task): [B, S, H]. For benchmarks."""
-        return self.backbone("--graph backbone").hidden(batch)
+
+    @staticmethod
+    def _fixed_logits(task: LoadedTask, batch: Batch) -> np.ndarray:
+        """A graph with a fixed [rows, length] input (e.g. a fixed-128 export): each slice of ``rows``
+        texts padded with zeros (mask 0) to ``length``."""
+        rows, length = task.fixed_shape
+        if batch.input_ids.shape[1] > length:
+            raise DeviceError(f"task {task.info.name}: its graph takes {length} tokens at most, the batch has "
+                              f"{batch.input_ids.shape[1]}")
+        out = []
+        for start in range(0, len(batch.input_ids), rows):
+            arrays = []
+            for array in (batch.input_ids, batch.attention_mask, batch.token_type_ids):
+                part = array[start:start + rows]
+                arrays.append(np.pad(part, ((0, rows - len(part)), (0, length - array.shape[1]))))
+            logits = task.classify(input_ids=arrays[0], attention_mask=arrays[1], token_type_ids=arrays[2])
+            out.append(logits[:len(batch.input_ids[start:start + rows])])
+        return np.concatenate(out)
 
 
 def scores(info: TaskInfo, logits: np.ndarray) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -12,10 +13,54 @@ from pathlib import Path
 from spartan_device.errors import DeviceError
 
 
+_OPEN_TEMPORARIES: set = set()  # temporary files being written, for remove_open_temporaries()
+
+
+def remove_open_temporaries():
+    """Remove every temporary output file still being written (called on SIGTERM/SIGHUP, right
+    before the process exits without unwinding)."""
+    for name in list(_OPEN_TEMPORARIES):
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+        _OPEN_TEMPORARIES.discard(name)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` left by clients that died before they could (SIGKILL,
+    power loss): ``.<name>.<pid>.<random>.tmp`` whose process no longer runs. Returns them."""
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = candidate.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or cannot tell: leave its file alone
+    return True
+
+
 class JsonLinesOutput:
     """JSON lines to stdout (flushed per window, for streaming) or to ``path`` via a temporary file in
-    the same directory, renamed over ``path`` only by :meth:`commit`. An existing ``path`` is refused
-    unless ``force``."""
+    the same directory (``.<name>.<pid>.<random>.tmp``), renamed over ``path`` only by :meth:`commit`.
+    An existing ``path`` is refused unless ``force``. A run removes what killed runs left behind
+    (``remove_stale_temporaries``); on SIGTERM and SIGHUP infer.py removes the temporary file
+    (``remove_open_temporaries``) before it exits."""
 
     def __init__(self, path: str | None, force: bool = False):
         self.path = None if path in (None, "-") else Path(path)
@@ -30,10 +75,12 @@ class JsonLinesOutput:
         directory = self.path.parent
         if not directory.is_dir():
             raise DeviceError(f"--output {self.path}: directory {directory} does not exist")
+        remove_stale_temporaries(self.path)
         try:
-            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+            fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.{os.getpid()}.", suffix=".tmp")
         except OSError as err:
             raise DeviceError(f"--output {self.path}: cannot write there ({err.strerror})") from None
+        _OPEN_TEMPORARIES.add(self._tmp)
         self._handle = os.fdopen(fd, "wb")
 
     def write(self, obj: dict):
@@ -57,6 +104,7 @@ class JsonLinesOutput:
         os.fsync(self._handle.fileno())
         self._handle.close()
         os.replace(self._tmp, self.path)
+        _OPEN_TEMPORARIES.discard(self._tmp)
         self._tmp = None
 
     def discard(self):
@@ -64,6 +112,7 @@ class JsonLinesOutput:
         if self._tmp is not None:
             self._handle.close()
             Path(self._tmp).unlink(missing_ok=True)
+            _OPEN_TEMPORARIES.discard(self._tmp)
             self._tmp = None
 
 

@@ -105,36 +105,3 @@ def rewrite_manifest(bundle: Path, change):
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
-
-
-def deploy_whole(bundle: Path, tasks, method=None, keep_backbone=True):
-    """Rewrite a bundle converted with --fused as format version 2 (docs/bundle-format.md) with ``tasks``
-    deployed whole, as the converter writes adapters, LoRA and full fine-tuning: each one's
-    ``<task>.tflite`` becomes its fused file (the whole model, signature classify), with no ``fused``
-    entry. Every other task keeps its deployment (split, the only one of format 1). ``method``: the
-    whole tasks' method block (default: LoRA, merged). ``keep_backbone=False`` removes backbone.tflite
-    and the backbone's file fields (a bundle of whole tasks only)."""
-    method = method or {"name": "lora", "rank": 4, "alpha": 8.0}
-
-    def change(manifest):
-        manifest["format_version"] = 2
-        for name, entry in manifest["tasks"].items():
-            if name not in tasks:
-                entry.setdefault("deployment", "split")
-                continue
-            entry["deployment"] = "whole"
-            fused = entry.pop("fused")
-            (bundle / entry["file"]).write_bytes((bundle / fused["file"]).read_bytes())
-            (bundle / fused["file"]).unlink()
-            entry.update(sha256=fused["sha256"], bytes=fused["bytes"], method=dict(method))
-            entry.pop("size_ratio_to_backbone", None)
-            entry.pop("lora_merged", None)
-            if method["name"] == "lora":
-                entry["lora_merged"] = True
-        if not keep_backbone:
-            (bundle / manifest["backbone"]["file"]).unlink()
-            for key in ("file", "sha256", "bytes"):
-                manifest["backbone"].pop(key)
-
-    rewrite_manifest(bundle, change)
-    return bundle

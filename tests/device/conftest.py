@@ -2,9 +2,9 @@
 
 Two tasks share the tiny backbone of tests/conftest.py: qnli (pairs, max length 128) and sst2
 (single texts, max length 32, so truncation differs per task). Each is trained for one short
-epoch on the shipped samples, then converted by convert/to_tflite.py exactly as a user would.
-The format 2 bundles with whole tasks (mixed_bundle, whole_bundle) are that conversion rewritten as
-docs/bundle-format.md describes a whole task: its file is the whole model (the fused graph).
+epoch on the shipped samples, then converted by convert/to_tflite.py exactly as a user would:
+shared (both on one shared graph), whole (--whole: SPARTAN fused into one graph per task), or
+mixed (qnli shared, sst2 whole, converted into one bundle by two runs).
 """
 
 import shutil
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from client_support import ITEMS, SAMPLES, TASK_LENGTHS, _convert, _run, deploy_whole, keras_logits
+from client_support import ITEMS, SAMPLES, TASK_LENGTHS, _convert, _run, keras_logits
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +32,20 @@ def tiny_task_dirs(tiny_model_dir, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def float_bundle(tiny_task_dirs, tmp_path_factory) -> Path:
-    """float32 weights, with fused models: the client must reproduce Keras to float precision."""
-    return _convert(tiny_task_dirs, tmp_path_factory.mktemp("bundle-float") / "tflite", "--float", "--fused")
+    """float32 weights, both tasks shared: the client must reproduce Keras to float precision."""
+    return _convert(tiny_task_dirs, tmp_path_factory.mktemp("bundle-float") / "tflite", "--float")
 
 
 @pytest.fixture(scope="session")
 def int8_bundle(tiny_task_dirs, tmp_path_factory) -> Path:
-    """The default conversion (int8 dynamic-range weights), with fused models."""
-    return _convert(tiny_task_dirs, tmp_path_factory.mktemp("bundle-int8") / "tflite", "--fused")
+    """The default conversion (int8 backbone graph, int8 task tensors), both tasks shared."""
+    return _convert(tiny_task_dirs, tmp_path_factory.mktemp("bundle-int8") / "tflite")
+
+
+@pytest.fixture(scope="session")
+def whole_bundle(tiny_task_dirs, tmp_path_factory) -> Path:
+    """float32, both tasks whole (--whole): each SPARTAN task fused into its own graph, no shared graph."""
+    return _convert(tiny_task_dirs, tmp_path_factory.mktemp("bundle-whole") / "tflite", "--float", "--whole")
 
 
 @pytest.fixture(scope="session")
@@ -54,19 +60,18 @@ def bundle_copy(float_bundle, tmp_path) -> Path:
     return Path(shutil.copytree(float_bundle, tmp_path / "bundle"))
 
 
-@pytest.fixture(scope="session")
-def mixed_bundle(float_bundle, tmp_path_factory) -> Path:
-    """Format 2, both deployments: qnli split (with its fused file), sst2 whole (LoRA, merged)."""
-    return deploy_whole(Path(shutil.copytree(float_bundle, tmp_path_factory.mktemp("bundle-mixed") / "tflite")),
-                        ["sst2"])
+@pytest.fixture
+def whole_copy(whole_bundle, tmp_path) -> Path:
+    """A private copy of the whole (one graph per task) float bundle that a test may damage."""
+    return Path(shutil.copytree(whole_bundle, tmp_path / "whole"))
 
 
 @pytest.fixture(scope="session")
-def whole_bundle(float_bundle, tmp_path_factory) -> Path:
-    """Format 2, whole tasks only (qnli adapters, sst2 LoRA): no backbone file at all."""
-    bundle = Path(shutil.copytree(float_bundle, tmp_path_factory.mktemp("bundle-whole") / "tflite"))
-    deploy_whole(bundle, ["qnli"], method={"name": "adapters", "bottleneck": 8}, keep_backbone=True)
-    return deploy_whole(bundle, ["sst2"], keep_backbone=False)
+def mixed_bundle(tiny_task_dirs, tmp_path_factory) -> Path:
+    """float32, both deployments in one bundle: qnli shared, then sst2 converted --whole beside it."""
+    out = tmp_path_factory.mktemp("bundle-mixed") / "tflite"
+    _convert({"qnli": tiny_task_dirs["qnli"]}, out, "--float")
+    return _convert({"sst2": tiny_task_dirs["sst2"]}, out, "--float", "--whole")
 
 
 @pytest.fixture(scope="session")
@@ -76,4 +81,15 @@ def lora_task_dir(tiny_model_dir, tmp_path_factory) -> Path:
     _run([sys.executable, "-m", "spartan_tf.train", "--model", str(tiny_model_dir), "--task", "sst2", "--method", "lora",
           "--data-dir", str(SAMPLES), "--max-train-samples", "32", "--max-eval-samples", "16", "--epochs", "1",
           "--max-seq-length", str(TASK_LENGTHS["sst2"]), "--output-dir", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def adapter_task_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """sst2 trained with adapters over the tiny backbone: a shared task of its own graph once converted."""
+    out = tmp_path_factory.mktemp("device-adapters") / "sst2"
+    _run([sys.executable, "-m", "spartan_tf.train", "--model", str(tiny_model_dir), "--task", "sst2", "--method",
+          "adapters", "--adapter-size", "8", "--data-dir", str(SAMPLES), "--max-train-samples", "32",
+          "--max-eval-samples", "16", "--epochs", "1", "--max-seq-length", str(TASK_LENGTHS["sst2"]),
+          "--output-dir", str(out)])
     return out

@@ -111,7 +111,7 @@ def test_unknown_task_and_usage_errors(float_bundle):
 
 
 def test_corrupt_task_file_fails_its_lines_only(bundle_copy, tmp_path):
-    task_file = bundle_copy / "sst2.tflite"
+    task_file = bundle_copy / "sst2.npz"
     data = bytearray(task_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     task_file.write_bytes(bytes(data))
@@ -128,20 +128,20 @@ def test_corrupt_task_file_fails_its_lines_only(bundle_copy, tmp_path):
 
 
 def test_missing_task_file(bundle_copy):
-    (bundle_copy / "qnli.tflite").unlink()
+    (bundle_copy / "qnli.npz").unlink()
     done = run_client("--bundle", bundle_copy, "--task", "qnli", "--text", "a", "--text-pair", "b", check_rc=2)
-    assert f"error: task qnli {bundle_copy / 'qnli.tflite'}: file missing (listed in manifest.json)" in done.stderr
+    assert f"error: task qnli {bundle_copy / 'qnli.npz'}: file missing (listed in manifest.json)" in done.stderr
     run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "still works", check_rc=0)
 
 
-def test_corrupt_or_missing_backbone_stops_everything(bundle_copy):
-    backbone = bundle_copy / "backbone.tflite"
+def test_corrupt_or_missing_shared_graph_stops_its_tasks(bundle_copy):
+    backbone = bundle_copy / "backbone.spartan-16x3-cls.tflite"
     backbone.write_bytes(backbone.read_bytes()[:-10])
     done = run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "hi", check_rc=2)
-    assert f"error: backbone {backbone}: sha256 mismatch" in done.stderr
+    assert f"error: shared graph spartan-16x3-cls {backbone}: sha256 mismatch" in done.stderr
     backbone.unlink()
     done = run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "hi", check_rc=2)
-    assert f"error: backbone {backbone}: file missing" in done.stderr
+    assert f"error: shared graph spartan-16x3-cls {backbone}: file missing" in done.stderr
 
 
 def _replace_task_file(bundle: Path, task: str, data: bytes):
@@ -151,10 +151,10 @@ def _replace_task_file(bundle: Path, task: str, data: bytes):
                                                                bytes=len(data)))
 
 
-def test_not_a_tflite_file_is_named(bundle_copy):
-    _replace_task_file(bundle_copy, "sst2", b"this is not a flatbuffer" * 10)
-    done = run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "hi", check_rc=2)
-    assert done.stderr.startswith(f"error: task sst2 {bundle_copy / 'sst2.tflite'}: ai_edge_litert 2.3.0 cannot load it (")
+def test_not_a_tflite_file_is_named(whole_copy):
+    _replace_task_file(whole_copy, "sst2", b"this is not a flatbuffer" * 10)
+    done = run_client("--bundle", whole_copy, "--task", "sst2", "--text", "hi", check_rc=2)
+    assert done.stderr.startswith(f"error: task sst2 {whole_copy / 'sst2.tflite'}: ai_edge_litert 2.3.0 cannot load it (")
     assert "is it a TFLite model?" in done.stderr
 
 
@@ -176,8 +176,9 @@ def _with_op_version(data: bytes, op: str, version: int) -> bytes:
     return bytes(builder.Output())
 
 
-def test_runtime_without_the_ops_is_told_to_reconvert(bundle_copy, tmp_path):
+def test_runtime_without_the_ops_is_told_to_reconvert(whole_copy, tmp_path):
     """What tflite-runtime 2.14 says about TF 2.21's int8 ops, reproduced by raising an op version."""
+    bundle_copy = whole_copy
     _replace_task_file(bundle_copy, "sst2", _with_op_version((bundle_copy / "sst2.tflite").read_bytes(),
                                                              "FULLY_CONNECTED", 99))
     done = run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "hi", check_rc=2)
@@ -191,9 +192,9 @@ def test_runtime_without_the_ops_is_told_to_reconvert(bundle_copy, tmp_path):
 
 
 def test_newer_format_version_is_refused(bundle_copy):
-    rewrite_manifest(bundle_copy, lambda m: m.update(format_version=3))
+    rewrite_manifest(bundle_copy, lambda m: m.update(format_version=4))
     done = run_client("--bundle", bundle_copy, "--list", check_rc=2)
-    assert "bundle format version 3 is newer than this client understands (version 2)" in done.stderr
+    assert "bundle format version 4 was written by a newer converter; this client reads version 3 only" in done.stderr
 
 
 def test_task_for_another_backbone_is_refused(bundle_copy):

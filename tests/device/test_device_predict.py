@@ -13,12 +13,13 @@ import pytest
 from client_support import CLIENT, ITEMS, REPO, SAMPLES, TASK_LENGTHS, json_lines, mixed_input, run_client
 
 
-@pytest.mark.parametrize("graph", ["split", "fused"])
-def test_mixed_tasks_match_keras_float(float_bundle, reference, tmp_path, graph):
-    """float32 bundle: every logit within 1e-4 of Keras, batched and padded as the client likes."""
+@pytest.mark.parametrize("form", ["shared", "whole"])
+def test_mixed_tasks_match_keras_float(float_bundle, whole_bundle, reference, tmp_path, form):
+    """float32 bundle: every logit within 1e-4 of Keras, batched and padded as the client likes; both
+    tasks on one shared graph (switching tasks between batches), or each fused into its own graph."""
     order = mixed_input(tmp_path / "mixed.jsonl")
-    done = run_client("--bundle", float_bundle, "--input", tmp_path / "mixed.jsonl", "--batch-size", 3,
-                      "--graph", graph, check_rc=0)
+    bundle = float_bundle if form == "shared" else whole_bundle
+    done = run_client("--bundle", bundle, "--input", tmp_path / "mixed.jsonl", "--batch-size", 3, check_rc=0)
     rows = json_lines(done.stdout)
     assert [row["id"] for row in rows] == [f"i{i}" for i in range(len(order))]
     for row, (task, index) in zip(rows, order):
@@ -30,13 +31,11 @@ def test_mixed_tasks_match_keras_float(float_bundle, reference, tmp_path, graph)
         np.testing.assert_allclose([row["scores"][name] for name in labels], probs, atol=1e-4)
 
 
-def test_int8_close_to_keras_and_fused_equals_split(int8_bundle, reference, tmp_path):
+def test_int8_close_to_keras(int8_bundle, reference, tmp_path):
     order = mixed_input(tmp_path / "mixed.jsonl")
-    split = json_lines(run_client("--bundle", int8_bundle, "--input", tmp_path / "mixed.jsonl", check_rc=0).stdout)
-    fused = json_lines(run_client("--bundle", int8_bundle, "--input", tmp_path / "mixed.jsonl", "--graph", "fused",
-                                  check_rc=0).stdout)
-    for a, b, (task, index) in zip(split, fused, order):
-        np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-3)
+    shared = json_lines(run_client("--bundle", int8_bundle, "--input", tmp_path / "mixed.jsonl", check_rc=0).stdout)
+    assert len(shared) == len(order)
+    for a, (task, index) in zip(shared, order):
         expected = reference[task][index]
         scale = max(float(np.abs(expected).max()), 0.1)
         assert np.abs(np.array(a["logits"]) - expected).max() <= 0.15 * scale + 0.02, (task, index, a, expected)
@@ -89,13 +88,15 @@ def test_tsv_matches_jsonl(float_bundle, tmp_path):
     assert [r["logits"] for r in tsv] == [r["logits"] for r in jsonl]
 
 
-def test_backbone_loads_once_tasks_lazily(float_bundle, tmp_path):
+def test_shared_graph_loads_once_tasks_lazily(float_bundle, tmp_path):
+    """Texts alternating between two tasks, one per batch: the shared graph is loaded once, each task
+    file once, and switching back and forth loads nothing."""
     mixed_input(tmp_path / "mixed.jsonl")
     done = run_client("--bundle", float_bundle, "--input", tmp_path / "mixed.jsonl", "--batch-size", 1, "--verbose",
                       check_rc=0)
     loads = [line for line in done.stderr.splitlines() if line.startswith("loaded ")]
-    assert [line.split()[1:3] for line in loads] == [["backbone", "backbone.tflite"], ["task", "qnli"],
-                                                     ["task", "sst2"]]
+    assert [line.split()[1:4] for line in loads] == [["shared", "graph", "spartan-16x3-cls"], ["task", "qnli", "qnli.npz"],
+                                                     ["task", "sst2", "sst2.npz"]]
     only_sst2 = run_client("--bundle", float_bundle, "--task", "sst2", "--text", "fine", "--verbose", check_rc=0)
     assert "qnli" not in only_sst2.stderr
 
@@ -144,7 +145,7 @@ def test_stdin_streams_each_line_before_the_next_arrives(float_bundle):
 
 def test_list_shows_tasks_sizes_labels(float_bundle):
     done = run_client("--bundle", float_bundle, "--list", check_rc=0)
-    assert "backbone.tflite" in done.stdout
+    assert "graph spartan-16x3-cls  backbone.spartan-16x3-cls.tflite" in done.stdout
     for line, labels in (("task qnli", "entailment, not_entailment"), ("task sst2", "negative, positive")):
         row = next(x for x in done.stdout.splitlines() if x.startswith(line))
         assert labels in row and row.endswith("[ok]")
@@ -154,12 +155,14 @@ def test_list_shows_tasks_sizes_labels(float_bundle):
         assert task["bytes"] == (float_bundle / task["file"]).stat().st_size
 
 
-@pytest.mark.parametrize("graph", ["split", "fused", "backbone"])
-def test_benchmark_json(float_bundle, graph):
-    done = run_client("--bundle", float_bundle, "--task", "qnli", "--benchmark", "--num-texts", 20, "--threads", 1,
-                      "--batch-size", 2, "--graph", graph, "--json", check_rc=0)
+@pytest.mark.parametrize("form", ["shared", "whole"])
+def test_benchmark_json(float_bundle, whole_bundle, form):
+    bundle = float_bundle if form == "shared" else whole_bundle
+    done = run_client("--bundle", bundle, "--task", "qnli", "--benchmark", "--num-texts", 20, "--threads", 1,
+                      "--batch-size", 2, "--json", check_rc=0)
     figures = json.loads(done.stdout)
-    assert figures["texts"] == 20 and figures["graph"] == graph and figures["threads"] == 1
+    assert figures["texts"] == 20 and figures["deployment"] == form and figures["threads"] == 1
+    assert list(figures["task_load_ms"]) == ["qnli"] and figures["rss_after_load_mb"]["qnli"] > 10
     lat = figures["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
     assert figures["texts_per_s"] > 0 and figures["peak_rss_mb"] > 10

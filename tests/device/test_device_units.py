@@ -96,8 +96,8 @@ def test_scores_classification_and_regression():
     from spartan_device.engine import scores
 
     def info(labels, problem_type):
-        return TaskInfo("t", FileEntry("t.tflite", "0" * 64), "fp", tuple(labels), problem_type, 128, "int8",
-                        None, (), {})
+        return TaskInfo("t", FileEntry("t.npz", "0" * 64), "fp", tuple(labels), problem_type, 128, "int8", (), {},
+                        graph="g")
 
     (row,) = scores(info(["a", "b", "c"], "classification"), np.array([[1.0, 3.0, 2.0]], dtype=np.float32))
     probs = np.exp([1.0, 3.0, 2.0]) / np.exp([1.0, 3.0, 2.0]).sum()
