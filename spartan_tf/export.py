@@ -144,19 +144,20 @@ def task_signatures(model, length: int | None = None) -> dict:
     for index, memory in enumerate(model.after_layers):
         forward = inference_memory(memory)
 
-        def run_memory(hidden, forward=forward, first_only=index == last):
-            """hidden [B, S, H] -> hidden + memory(hidden) [B, S, H]; the last layer's memory computes
-            position 0 only, [B, 1, H]: all the head reads, at 1/S of the cost."""
+        def run_memory(hidden, forward=forward, first_only=index == last and model.head.pooling == "cls"):
+            """hidden [B, S, H] -> hidden + memory(hidden) [B, S, H]; with "cls" pooling the last layer's
+            memory computes position 0 only, [B, 1, H]: all the head reads, at 1/S of the cost."""
             return {"hidden": forward(hidden[:, :1] if first_only else hidden)}
 
         name = f"memory_{index:02d}"
         signatures[name] = signature_function(name, run_memory, [hidden_spec])
 
-    def head(hidden):
-        """hidden [B, S, H] -> logits [B, num_outputs] (reads position 0)."""
-        return {"logits": model.head(hidden, training=False)}
+    def head(hidden, attention_mask):
+        """hidden [B, S, H], attention_mask int32 [B, S] -> logits [B, num_outputs] (reads position 0,
+        or the mean of the real tokens)."""
+        return {"logits": model.head(hidden, attention_mask=attention_mask, training=False)}
 
-    signatures["head"] = signature_function("head", head, [hidden_spec])
+    signatures["head"] = signature_function("head", head, [hidden_spec, _ids_spec(length)])
     return signatures
 
 
@@ -170,7 +171,7 @@ def fused_signatures(backbone, model, max_length: int, length: int | None = None
         for index in range(backbone.num_layers):
             hidden = pieces[f"layer_{index:02d}"](hidden, attention_mask)["hidden"]
             hidden = pieces[f"memory_{index:02d}"](hidden)["hidden"]
-        return {"logits": pieces["head"](hidden)["logits"]}
+        return {"logits": pieces["head"](hidden, attention_mask)["logits"]}
 
     ids_spec = _ids_spec(length)
     return {"classify": signature_function("classify", classify, [ids_spec, ids_spec, ids_spec])}
@@ -206,7 +207,7 @@ def whole_signatures(model, max_length: int, lora_merged: bool = True, length: i
         bias = backbone.attention_bias(attention_mask, hidden.dtype)
         for index in range(backbone.num_layers):
             hidden = run_layer(index, hidden, bias, attention_mask)
-        return {"logits": model.head(hidden, training=False)}
+        return {"logits": model.head(hidden, attention_mask=attention_mask, training=False)}
 
     ids_spec = _ids_spec(length)
     return {"classify": signature_function("classify", classify, [ids_spec, ids_spec, ids_spec])}

@@ -7,6 +7,12 @@ import tf_keras
 POOLINGS = ("cls", "mean")
 
 
+def masked_mean(hidden, attention_mask):
+    """The mean of ``hidden`` [B, S, H] over the real tokens of ``attention_mask`` [B, S]: [B, H]."""
+    real = tf.expand_dims(tf.cast(attention_mask, hidden.dtype), -1)  # [B, S, 1]
+    return tf.reduce_sum(hidden * real, axis=1) / tf.maximum(tf.reduce_sum(real, axis=1), 1.0)
+
+
 @tf_keras.utils.register_keras_serializable(package="spartan_tf")
 class ClassificationHead(tf_keras.layers.Layer):
     """pooled = tanh(r @ W_p + b_p); logits = dropout(pooled) @ W_c + b_c, where r is what the head
@@ -64,8 +70,7 @@ class ClassificationHead(tf_keras.layers.Layer):
             return hidden[:, 0]
         if attention_mask is None:
             return tf.reduce_mean(hidden, axis=1)
-        real = tf.expand_dims(tf.cast(attention_mask, hidden.dtype), -1)  # [B, S, 1]
-        return tf.reduce_sum(hidden * real, axis=1) / tf.maximum(tf.reduce_sum(real, axis=1), 1.0)
+        return masked_mean(hidden, attention_mask)
 
     def call(self, inputs, attention_mask=None, training=None):
         pooled = tf.tanh(tf.matmul(self.read(inputs, attention_mask), self.pooler_kernel) + self.pooler_bias)

@@ -35,6 +35,12 @@ PATHS = ("dense", "sparse")
 NORM_EPSILON = 1e-6  # of the query's layer norm
 
 
+def normalized_query(hidden):
+    """``query_norm``'s query: layer_norm(hidden) over H with no learned gain or bias. [B, S, H]"""
+    mean, variance = tf.nn.moments(hidden, axes=[-1], keepdims=True)
+    return (hidden - mean) * tf.math.rsqrt(variance + NORM_EPSILON)
+
+
 @tf_keras.utils.register_keras_serializable(package="spartan_tf")
 class SparseMemory(tf_keras.layers.Layer):
     """Two-level sparse memory with a residual connection.
@@ -141,10 +147,7 @@ class SparseMemory(tf_keras.layers.Layer):
 
     def query(self, hidden):
         """What the keys are matched against: ``hidden``, or its layer norm with ``query_norm``. [B, S, H]"""
-        if not self.query_norm:
-            return hidden
-        mean, variance = tf.nn.moments(hidden, axes=[-1], keepdims=True)
-        return (hidden - mean) * tf.math.rsqrt(variance + NORM_EPSILON)
+        return normalized_query(hidden) if self.query_norm else hidden
 
     def select_parents(self, query):
         """Top-k parents per position of ``query`` [B, S, H] (see ``query``): (weights [B, S, k]

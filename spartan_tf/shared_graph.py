@@ -192,7 +192,8 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int) -> dict:
 
     from spartan_tf.bert_layer import encoder_layer
     from spartan_tf.export import _ids_spec, backbone_signatures, signature_function
-    from spartan_tf.memory import NORM_EPSILON
+    from spartan_tf.heads import masked_mean
+    from spartan_tf.memory import normalized_query
 
     method, pooling = graph_layout["method"], graph_layout["pooling"]
     specs = tensor_specs(graph_layout, backbone.num_layers, backbone.hidden_size)
@@ -204,10 +205,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int) -> dict:
         return tf.matmul(x, kernel, transpose_b=True)
 
     def query_of(hidden):
-        if not method.get("query_norm"):
-            return hidden
-        mean, variance = tf.nn.moments(hidden, axes=[-1], keepdims=True)
-        return (hidden - mean) * tf.math.rsqrt(variance + NORM_EPSILON)
+        return normalized_query(hidden) if method.get("query_norm") else hidden
 
     def layer(index, hidden, bias, tensors):
         prefix = f"layer_{index:02d}"
@@ -247,9 +245,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int) -> dict:
         if pooling == "cls":
             read = hidden[:, :1]  # [B, 1, H]
         else:
-            real = tf.expand_dims(tf.cast(attention_mask, hidden.dtype), -1)  # [B, S, 1]
-            read = tf.reduce_sum(hidden * real, axis=1, keepdims=True) / tf.maximum(
-                tf.reduce_sum(real, axis=1, keepdims=True), 1.0)
+            read = tf.expand_dims(masked_mean(hidden, attention_mask), 1)  # [B, 1, H]
         pooled = tf.tanh(times(read, tensors["head_pooler_kernel"]) + tensors["head_pooler_bias"])
         logits = times(pooled, tensors["head_classifier_kernel"]) + tensors["head_classifier_bias"]  # [B, 1, N]
         return {"logits": logits[:, 0]}

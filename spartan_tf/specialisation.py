@@ -129,7 +129,7 @@ def _forward_fn(model):
             weights.append(tf.reduce_sum(parent_weights * real, axis=1) / tokens)
             topk.append(tf.reduce_sum(chosen * real, axis=1) / tokens)
             hidden = memory(hidden, attention_mask=mask)
-        logits = model.head(hidden, training=False)
+        logits = model.head(hidden, attention_mask=mask, training=False)
         return tf.stack(weights, axis=1), tf.stack(topk, axis=1), logits
 
     return forward

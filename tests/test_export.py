@@ -386,6 +386,26 @@ def test_mean_pooling_task_gets_a_graph_of_its_own(tmp_path, task_dirs, tiny_bac
         np.testing.assert_allclose(shared.logits(*padded), keras, atol=1e-4, rtol=1e-4)
 
 
+def test_mean_pooling_task_deployed_whole_reads_every_real_token(tmp_path, tiny_backbone):
+    """--whole (SPARTAN fused into one graph) with a mean-pooling head: the last memory runs on every
+    position and the head skips padding, as in Keras."""
+    from spartan_tf import artifacts
+    from spartan_tf.parity import WholeBundle
+
+    mean_dir = save_tiny_task(tmp_path / "sst2-mean", tiny_backbone, "sst2", seed=15, pooling="mean")
+    out = tmp_path / "whole"
+    code, _, stderr = convert("--model-dir", mean_dir, "--output-dir", out, "--float", "--whole",
+                              "--check-samples", CHECK)
+    assert code == 0, stderr
+    model = artifacts.load_trained(mean_dir, backbone=tiny_backbone)[0]
+    graph = WholeBundle(out / "sst2.tflite")
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+        padded = [np.pad(array, ((0, 0), (0, 5))) for array in (ids, mask, types)]
+        np.testing.assert_allclose(graph.logits(*padded), keras, atol=1e-4, rtol=1e-4)
+
+
 def test_int8_bundle_close_to_keras_and_padding_is_harmless(bundle_runs, task_dirs, tiny_backbone):
     from spartan_tf import artifacts
 

@@ -19,7 +19,7 @@ import pytest
 from client_support import CLIENT, REPO, json_lines, rewrite_manifest, run_client
 
 PAIR = ("Who wrote Hamlet?", "Hamlet was written by Shakespeare.")
-GRAPH = "spartan-16x3-cls"  # the shared graph both tiny tasks run on
+GRAPH = "spartan-16x3-mean"  # the shared graph both tiny tasks run on
 GRAPH_FILE = f"backbone.{GRAPH}.tflite"
 
 

@@ -20,7 +20,7 @@ from spartan_device.engine import Engine, pad  # noqa: E402
 from spartan_device.runtime import choose_runtime  # noqa: E402
 
 PAIR = ITEMS["qnli"][0]
-GRAPH = "spartan-16x3-cls"  # the tiny tasks' SPARTAN layout: 16 parents x 3 children, CLS pooling
+GRAPH = "spartan-16x3-mean"  # the tiny tasks' SPARTAN layout: 16 parents x 3 children, mean pooling (the default)
 GRAPH_FILE = f"backbone.{GRAPH}.tflite"
 
 
@@ -173,8 +173,8 @@ def test_other_format_versions_get_one_line_naming_the_fix(bundle_copy, version,
     (lambda e: e.pop("deployment"), "tasks.qnli: missing field 'deployment'"),
     (lambda e: e.update(deployment="split"), "tasks.qnli: unknown deployment 'split' (expected shared or whole)"),
     (lambda e: e.pop("graph"), "tasks.qnli: missing field 'graph'"),
-    (lambda e: e.update(graph="adapters-cls"),
-     f"tasks.qnli: graph 'adapters-cls' is not one of the bundle's graphs ({GRAPH})"),
+    (lambda e: e.update(graph="adapters-mean"),
+     f"tasks.qnli: graph 'adapters-mean' is not one of the bundle's graphs ({GRAPH})"),
 ])
 def test_bad_deployment_fields_fail_that_task(mixed_bundle, tmp_path, change, fragment):
     bundle = copy(mixed_bundle, tmp_path)
@@ -222,7 +222,7 @@ def test_adapters_and_lora_run_shared_or_whole(tiny_task_dirs, adapter_task_dir,
     done = run_client("--bundle", mixed, "--input", tmp_path / "mixed.jsonl", "--verbose", check_rc=0)
     check_matches_keras(done.stdout, order, expected)
     assert loads(done.stderr) == [f"shared graph {GRAPH} {GRAPH_FILE}", "task qnli qnli.npz",
-                                  "shared graph adapters-cls backbone.adapters-cls.tflite", "task sst2 sst2.npz"]
+                                  "shared graph adapters-mean backbone.adapters-mean.tflite", "task sst2 sst2.npz"]
 
     lora = {"sst2": keras_logits(lora_task_dir, ITEMS["sst2"])}
     for flags, deployment, file in ((["--lora-unmerged"], "shared", "sst2.npz"), ([], "whole", "sst2.tflite")):

@@ -135,13 +135,13 @@ def test_missing_task_file(bundle_copy):
 
 
 def test_corrupt_or_missing_shared_graph_stops_its_tasks(bundle_copy):
-    backbone = bundle_copy / "backbone.spartan-16x3-cls.tflite"
+    backbone = bundle_copy / "backbone.spartan-16x3-mean.tflite"
     backbone.write_bytes(backbone.read_bytes()[:-10])
     done = run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "hi", check_rc=2)
-    assert f"error: shared graph spartan-16x3-cls {backbone}: sha256 mismatch" in done.stderr
+    assert f"error: shared graph spartan-16x3-mean {backbone}: sha256 mismatch" in done.stderr
     backbone.unlink()
     done = run_client("--bundle", bundle_copy, "--task", "sst2", "--text", "hi", check_rc=2)
-    assert f"error: shared graph spartan-16x3-cls {backbone}: file missing" in done.stderr
+    assert f"error: shared graph spartan-16x3-mean {backbone}: file missing" in done.stderr
 
 
 def _replace_task_file(bundle: Path, task: str, data: bytes):

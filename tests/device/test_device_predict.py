@@ -95,7 +95,7 @@ def test_shared_graph_loads_once_tasks_lazily(float_bundle, tmp_path):
     done = run_client("--bundle", float_bundle, "--input", tmp_path / "mixed.jsonl", "--batch-size", 1, "--verbose",
                       check_rc=0)
     loads = [line for line in done.stderr.splitlines() if line.startswith("loaded ")]
-    assert [line.split()[1:4] for line in loads] == [["shared", "graph", "spartan-16x3-cls"], ["task", "qnli", "qnli.npz"],
+    assert [line.split()[1:4] for line in loads] == [["shared", "graph", "spartan-16x3-mean"], ["task", "qnli", "qnli.npz"],
                                                      ["task", "sst2", "sst2.npz"]]
     only_sst2 = run_client("--bundle", float_bundle, "--task", "sst2", "--text", "fine", "--verbose", check_rc=0)
     assert "qnli" not in only_sst2.stderr
@@ -145,7 +145,7 @@ def test_stdin_streams_each_line_before_the_next_arrives(float_bundle):
 
 def test_list_shows_tasks_sizes_labels(float_bundle):
     done = run_client("--bundle", float_bundle, "--list", check_rc=0)
-    assert "graph spartan-16x3-cls  backbone.spartan-16x3-cls.tflite" in done.stdout
+    assert "graph spartan-16x3-mean  backbone.spartan-16x3-mean.tflite" in done.stdout
     for line, labels in (("task qnli", "entailment, not_entailment"), ("task sst2", "negative, positive")):
         row = next(x for x in done.stdout.splitlines() if x.startswith(line))
         assert labels in row and row.endswith("[ok]")
