@@ -62,7 +62,8 @@ def count(variables) -> int:
 
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
-               max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info, resume=False, checkpoint_every=50):
+               max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info,
+               resume=False, checkpoint_every=50):
     """Train and save one task; returns the final dev metrics.
 
     ``resume`` continues an interrupted run from ``out_dir/resume``; a resume checkpoint is written
@@ -77,7 +78,8 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed, pooling, backbone_dropout)
         steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
         total_steps = epochs * steps_per_epoch
-        schedule = WarmupSchedule(learning_rate, total_steps, round(warmup_ratio * total_steps), lr_schedule)
+        warmup_steps = min(round(warmup_ratio * total_steps), total_steps - 1)  # the last step always trains
+        schedule = WarmupSchedule(learning_rate, total_steps, warmup_steps, lr_schedule)
         model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=make_loss(task))
     tokenizer = backbone.tokenizer(max_seq_length)
     encoded = data.encode(tokenizer, train_examples)

@@ -90,7 +90,8 @@ def numpy_forward(model, backbone, tokenizer, example):
     weights, topk = [], []
     for index, memory in enumerate(model.after_layers):
         h = backbone.layer(index, hidden, bias).numpy()[0].astype(np.float64)  # [S, H]
-        P, K, V = (w.numpy().astype(np.float64) for w in (memory.parent_keys, memory.child_keys, memory.child_values))
+        # the values as the memory reads them (stored x value_scale)
+        P, K, V = (w.numpy().astype(np.float64) for w in (memory.parent_keys, memory.child_keys, memory.values()))
         logits = h @ P.T  # [S, E]
         keep = np.argsort(-logits, axis=1)[:, : memory.top_k]
         p = np.zeros_like(logits)

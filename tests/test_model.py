@@ -48,7 +48,8 @@ def test_memory_sits_after_every_layer_with_a_residual(tiny_backbone):
         hidden = tiny_backbone.layer(index, hidden, bias)
         weights = memory.parent_weights(hidden).numpy()  # [1, S, E]
         children = tf.nn.softmax(tf.einsum("bsh,ech->bsec", hidden, memory.child_keys) / memory.temperature)
-        expected = hidden.numpy() + np.einsum("bse,bsec,ech->bsh", weights, children.numpy(), memory.child_values.numpy())
+        values = memory.child_values.numpy() * memory.value_scale  # as read (SpartanMethod's default scale: 10)
+        expected = hidden.numpy() + np.einsum("bse,bsec,ech->bsh", weights, children.numpy(), values)
         hidden = memory(hidden)
         np.testing.assert_allclose(hidden.numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(model.encode(features).numpy(), hidden.numpy(), atol=1e-6)
