@@ -40,6 +40,8 @@ def convert(*args):
 
 TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
     "spartan": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6},
+    "spartan_recipe": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
+                       "value_scale": 10.0, "output_gain": True},  # folded into the values the task file holds
     "adapters": {"name": "adapters", "adapter_size": 8},
     "lora": {"name": "lora", "rank": 4, "alpha": 8.0},
     "full": {"name": "full"},
@@ -66,7 +68,7 @@ def save_tiny_task(out_dir: Path, backbone, task_name: str, seed: int, method_na
         backbone = Backbone.load(backbone.source)  # never the shared fixture: this one changes
     model = build_task_model(backbone, method, task.num_outputs, head_dropout=0.0, seed=seed, pooling=pooling)
     rng = np.random.default_rng(seed)
-    scale = 0.5 if method_name == "spartan" else 0.1
+    scale = 0.5 if method_name.startswith("spartan") else 0.1
     for variable in model.weights:
         noise = rng.normal(0.0, scale, variable.shape).astype(np.float32)
         variable.assign(variable + 0.2 * noise if method.trains_backbone else noise)
@@ -366,10 +368,12 @@ def test_float_bundle_matches_keras_numbers(float_bundle, task_dirs, tiny_backbo
 
 def test_mean_pooling_task_gets_a_graph_of_its_own(tmp_path, task_dirs, tiny_backbone):
     """A head that reads the mean over real tokens: its own shared graph (the last memory on every
-    position), beside the CLS one, and the float32 numbers of Keras, padding included."""
+    position), beside the CLS one, and the float32 numbers of Keras, padding included; the task also
+    has the recipe's value scale and output gain, which travel inside its values."""
     from spartan_tf import artifacts
 
-    mean_dir = save_tiny_task(tmp_path / "sst2-mean", tiny_backbone, "sst2", seed=15, pooling="mean")
+    mean_dir = save_tiny_task(tmp_path / "sst2-mean", tiny_backbone, "sst2", seed=15, method_name="spartan_recipe",
+                              pooling="mean")
     out = tmp_path / "tflite"
     code, _, stderr = convert("--model-dir", task_dirs["qnli"], "--model-dir", mean_dir, "--output-dir", out,
                               "--float", "--check-samples", CHECK)
