@@ -117,18 +117,26 @@ def format_report(figures: dict) -> str:
     ])
 
 
+def _status_mb(field: str) -> float | None:
+    """``field`` (e.g. "VmHWM") of /proc/self/status, in MB; None where /proc is unavailable."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process, in MB; None where unavailable. Linux: VmHWM of
     /proc/self/status, which starts afresh with the program. getrusage's ru_maxrss (the fallback)
     keeps the peak of a parent that forked it, so a client started by a large process reported
     the parent's memory."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)  # kB
-    except (OSError, ValueError, IndexError):
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:
@@ -139,14 +147,7 @@ def peak_rss_mb() -> float | None:
 
 def current_rss_mb() -> float | None:
     """Resident memory of this process now (VmRSS), in MB; None where /proc is unavailable."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return _status_mb("VmRSS")
 
 
 def _common(values):
