@@ -28,7 +28,9 @@ from spartan_tf.tasks import GLUE_TASK_NAMES, get_task  # noqa: E402
 
 # name -> (method, train flags). "reference" is the paper's setting (the reference code's defaults);
 # "default" is what ``python -m spartan_tf.train`` does with no recipe flags. Every other SPARTAN row
-# changes the reference in one respect, unless its name joins several with "+".
+# changes the reference in one respect, unless its name joins several with "+"; a "default+..." row
+# changes the default. "vs10+mean-pool" is the default before --center-values (2026-12-02 afternoon).
+OLD_DEFAULT = ["--preset", "reference", "--value-scale", "10", "--pooling", "mean"]
 VARIANTS = {
     "reference": ("spartan", ["--preset", "reference"]),
     "default": ("spartan", []),
@@ -46,7 +48,7 @@ VARIANTS = {
                                           "--warmup-ratio", "0.1"]),
     "vs10+const-lr": ("spartan", ["--preset", "reference", "--value-scale", "10", "--lr-schedule", "constant"]),
     "vs10+query-norm": ("spartan", ["--preset", "reference", "--value-scale", "10", "--query-norm"]),
-    "vs10+mean-pool": ("spartan", ["--preset", "reference", "--value-scale", "10", "--pooling", "mean"]),
+    "vs10+mean-pool": ("spartan", OLD_DEFAULT),
     "vs10+backbone-dropout": ("spartan", ["--preset", "reference", "--value-scale", "10", "--backbone-dropout"]),
     "vs10+lr-3e-3": ("spartan", ["--preset", "reference", "--value-scale", "10", "--learning-rate", "3e-3"]),
     "vs10+output-gain": ("spartan", ["--preset", "reference", "--value-scale", "10", "--output-gain"]),
@@ -55,6 +57,15 @@ VARIANTS = {
     "vs10+size-32x3": ("spartan", ["--preset", "reference", "--value-scale", "10", "--num-parents", "32",
                                    "--children", "96", "--top-k", "16"]),
     "vs10+balance-0.01": ("spartan", ["--preset", "reference", "--value-scale", "10", "--balance-loss-scale", "0.01"]),
+    "vs10+mean-pool+sharp-keys": ("spartan", [*OLD_DEFAULT, "--query-norm", "--key-init-std", "0.1"]),
+    "vs10+mean-pool+top-k-4": ("spartan", [*OLD_DEFAULT, "--top-k", "4"]),
+    "vs10+mean-pool+temperature-0.5": ("spartan", [*OLD_DEFAULT, "--temperature", "0.5"]),
+    "vs10+mean-pool+sharp-keys+top-k-4": ("spartan", [*OLD_DEFAULT, "--query-norm", "--key-init-std", "0.1",
+                                                      "--top-k", "4"]),
+    "vs10+mean-pool+sharp-keys+values-0.2": ("spartan", [*OLD_DEFAULT, "--query-norm", "--key-init-std", "0.1",
+                                                         "--value-init-std", "0.2"]),
+    "default+top-k-4": ("spartan", ["--top-k", "4"]),
+    "default+vs30": ("spartan", ["--value-scale", "30"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
     "keys-0.05": ("spartan", ["--preset", "reference", "--key-init-std", "0.05"]),
     "query-norm": ("spartan", ["--preset", "reference", "--query-norm"]),

@@ -20,7 +20,13 @@ Options beyond the paper's formulas (training recipes; see docs/results.md for w
   gradient's, this multiplies the values' learning rate by ``value_scale`` and nothing else: the
   values must grow to the size of the hidden vectors, the keys only turn;
 - ``output_gain``: a learned gain per hidden unit [H] (starting at 1) on the memory's output, so the
-  output can grow or shrink as a whole; it folds into the values (``values()``) for export.
+  output can grow or shrink as a whole; it folds into the values (``values()``) for export;
+- ``center_values``: the memory reads its stored values minus their mean over all E * C children.
+  Since the weights of every position sum to 1, the output is the uncentered one minus that mean: the
+  memory has no channel that adds one vector to every token (a bias). The gradient of each stored
+  value is then ``(w_j - mean_i w_i) * g`` instead of ``w_j * g``: while the routing is still near
+  uniform, the common part of the gradient (what every child would learn alike), which Adam would
+  otherwise amplify to full-size steps, is gone. It folds into the values for export.
 
 Two paths compute the same numbers:
 - ``"sparse"`` gathers only the k chosen parents' children: [B, S, k, C, H] work;
@@ -59,6 +65,7 @@ class SparseMemory(tf_keras.layers.Layer):
         value_initializer_range: the same for the values (as read, after ``value_scale``); 0 starts them at zero.
         value_scale: the constant the stored values are multiplied by when read (see above).
         output_gain: learn a gain per hidden unit on the memory's output (see above).
+        center_values: read the values minus their mean over all children (see above).
         seed: seed of the initialisers; give every layer its own.
 
     Call:
@@ -81,6 +88,7 @@ class SparseMemory(tf_keras.layers.Layer):
         value_initializer_range=0.02,
         value_scale=1.0,
         output_gain=False,
+        center_values=False,
         seed=None,
         **kwargs,
     ):
@@ -108,6 +116,7 @@ class SparseMemory(tf_keras.layers.Layer):
         self.value_initializer_range = value_initializer_range
         self.value_scale = value_scale
         self.output_gain = output_gain
+        self.center_values = center_values
         self.seed = seed
 
     def _initializer(self, offset, stddev):
@@ -136,9 +145,11 @@ class SparseMemory(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def values(self):
-        """The child values as the memory reads them: the stored ones times ``value_scale`` (and times
-        the output gain, if any). [E, C, H]"""
+        """The child values as the memory reads them: the stored ones (minus their mean over the E * C
+        children, with ``center_values``) times ``value_scale`` (and times the output gain, if any). [E, C, H]"""
         values = self.child_values
+        if self.center_values:
+            values = values - tf.reduce_mean(values, axis=[0, 1], keepdims=True)
         if self.value_scale != 1.0:
             values = values * self.value_scale
         if self.output_gain:
@@ -220,6 +231,7 @@ class SparseMemory(tf_keras.layers.Layer):
             value_initializer_range=self.value_initializer_range,
             value_scale=self.value_scale,
             output_gain=self.output_gain,
+            center_values=self.center_values,
             seed=self.seed,
         )
         return config

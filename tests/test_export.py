@@ -41,7 +41,7 @@ def convert(*args):
 TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
     "spartan": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6},
     "spartan_recipe": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
-                       "value_scale": 10.0, "output_gain": True},  # folded into the values the task file holds
+                       "value_scale": 10.0, "output_gain": True, "center_values": True},  # folded into the task file's values
     "adapters": {"name": "adapters", "adapter_size": 8},
     "lora": {"name": "lora", "rank": 4, "alpha": 8.0},
     "full": {"name": "full"},
@@ -270,7 +270,7 @@ TEXTS = ["Hi.", ("What is the capital of France?", "Paris is the capital and lar
 
 @pytest.mark.parametrize("parents,children,top_k,scale,options", [
     (16, 3, 8, 1.0, {}), (4, 1, 4, 1.0, {}), (6, 2, 1, 1.0, {}), (16, 3, 8, 200.0, {}),
-    (16, 3, 8, 1.0, {"query_norm": True, "value_scale": 10.0, "output_gain": True}),
+    (16, 3, 8, 1.0, {"query_norm": True, "value_scale": 10.0, "output_gain": True, "center_values": True}),
 ])
 def test_inference_memory_computes_the_layers_numbers(parents, children, top_k, scale, options):
     """export.inference_memory (the form the bundle runs) == SparseMemory on both of its paths, for

@@ -144,6 +144,23 @@ def test_output_gain_scales_the_memory_output_per_hidden_unit():
     np.testing.assert_allclose(layer(tf.constant(h, tf.float32)).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_center_values_reads_the_values_minus_their_mean_over_all_children(path):
+    """center_values: the memory computes DESIGN.md's formulas with V - mean(V over every child), and
+    the gradient of a stored value is (w_j - mean_i w_i) * g: none when the routing is uniform."""
+    h, P, K, V = random_case(seed=9)
+    centered = V - V.mean(axis=(0, 1), keepdims=True)
+    expected, _ = numpy_memory(h, P, K, 2.0 * centered, 3, 1.6)
+    layer = loaded_memory(P, K, V, 3, 1.6, path, value_scale=2.0, center_values=True)
+    hidden = tf.constant(h, tf.float32)
+    np.testing.assert_allclose(layer(hidden).numpy(), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(layer.values().numpy(), 2.0 * centered, rtol=1e-5, atol=1e-6)
+    uniform = loaded_memory(np.zeros_like(P), np.zeros_like(K), V, P.shape[0], 1.6, path, center_values=True)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(uniform(hidden) * tf.constant(h, tf.float32))
+    np.testing.assert_allclose(tape.gradient(loss, uniform.child_values).numpy(), 0.0, atol=1e-5)
+
+
 def test_initial_scales_of_keys_and_values():
     """value_initializer_range is the std of the values as read (after value_scale); 0 gives zeros."""
     layer = SparseMemory(num_parents=16, children_per_parent=4, top_k=2, key_initializer_range=0.05,
@@ -160,7 +177,8 @@ def test_initial_scales_of_keys_and_values():
 def test_get_config_round_trip_and_registered_name():
     layer = SparseMemory(num_parents=5, children_per_parent=2, top_k=2, temperature=0.7,
                          balance_loss_weight=0.1, path="sparse", query_norm=True, key_initializer_range=0.05,
-                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, seed=11, name="memory_03")
+                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, center_values=True, seed=11,
+                         name="memory_03")
     hidden = tf.random.stateless_normal((2, 3, 10), seed=(1, 2))
     out = layer(hidden)
     config = layer.get_config()

@@ -69,8 +69,8 @@ def test_a_model_saved_before_the_value_scale_existed_loads_with_the_scale_it_wa
     old = {"name": "spartan", "num_parents": 16, "children_per_parent": 3, "top_k": 8, "temperature": 1.6,
            "balance_loss_scale": 0.0, "path": "dense"}  # a config.json written before the recipe options
     method = SpartanMethod.from_dict(old)
-    assert (method.value_scale, method.query_norm, method.output_gain) == (1.0, False, False)
-    assert SpartanMethod().value_scale == 10.0  # while a new model gets today's default
+    assert (method.value_scale, method.query_norm, method.output_gain, method.center_values) == (1.0, False, False, False)
+    assert SpartanMethod().value_scale == 10.0 and SpartanMethod().center_values  # a new model: today's defaults
 
 
 @pytest.mark.parametrize("argv,message", [

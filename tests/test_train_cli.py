@@ -48,7 +48,8 @@ def test_training_writes_a_complete_small_model(trained_qnli, tiny_model_dir):
     assert config["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
                                 "temperature": 1.6, "balance_loss_scale": 0.0, "path": "dense",
                                 "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
-                                "value_scale": 10.0, "output_gain": False}
+                                "value_scale": 10.0, "output_gain": False,
+                                "center_values": True}
     assert config["head"] == {"dropout": 0.1, "pooling": "mean"}
     assert config["training"]["lr_schedule"] == "linear" and config["training"]["warmup_ratio"] == 0.0
     assert config["backbone"]["model"] == str(tiny_model_dir)
@@ -119,7 +120,8 @@ def test_bad_arguments_give_one_clear_line(argv, message, capsys, tmp_path):
 def test_preset_reference_restores_the_papers_setting_and_explicit_flags_win():
     reference = train.parse_args(["--task", "qnli", "--preset", "reference"])
     assert (reference.learning_rate, reference.lr_schedule, reference.pooling, reference.value_scale,
-            reference.query_norm, reference.top_k) == (1e-3, "linear", "cls", 1.0, False, 8)
+            reference.center_values, reference.query_norm, reference.top_k) == (1e-3, "linear", "cls", 1.0, False,
+                                                                                False, 8)
     mixed = train.parse_args(["--task", "qnli", "--preset", "reference", "--value-scale", "3"])
     assert mixed.value_scale == 3.0 and mixed.lr_schedule == "linear"
     every_flag = {action.dest for action in train.build_parser()._actions}

@@ -9,7 +9,7 @@ PATHS = ("dense", "sparse")  # see spartan_tf.memory
 
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
-                "output_gain": False}
+                "output_gain": False, "center_values": False}
 
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting.
@@ -18,7 +18,7 @@ PRESETS = {
         "learning_rate": 1e-3, "lr_schedule": "linear", "warmup_ratio": 0.0, "pooling": "cls",
         "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
         "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
-        "value_scale": 1.0, "output_gain": False,
+        "value_scale": 1.0, "output_gain": False, "center_values": False,
     },
 }
 
@@ -26,7 +26,8 @@ PRESETS = {
 @dataclass(frozen=True)
 class SpartanMethod:
     """Hyperparameters of the memories (defaults: the reference code's, except ``value_scale``, which
-    is 10 here and 1 there: see docs/results.md, "Why SPARTAN learned slowly")."""
+    is 10 here and 1 there, and ``center_values``, on here and absent there: see docs/results.md, "Why
+    SPARTAN learned slowly")."""
 
     num_parents: int = 16
     children_per_parent: int = 3
@@ -39,6 +40,7 @@ class SpartanMethod:
     value_init_std: float = 0.02
     value_scale: float = 10.0
     output_gain: bool = False
+    center_values: bool = True
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -87,6 +89,9 @@ class SpartanMethod:
                                 "learning rate times this (default 10; the reference code's is 1)")
         group.add_argument("--output-gain", action=argparse.BooleanOptionalAction, default=False,
                            help="learn a gain per hidden unit on each memory's output (default: off)")
+        group.add_argument("--center-values", action=argparse.BooleanOptionalAction, default=True,
+                           help="read the values minus their mean over all children, so that the memory "
+                                "has no bias channel (default: on; the reference code's is off)")
 
     @classmethod
     def from_args(cls, args):
@@ -106,6 +111,7 @@ class SpartanMethod:
             value_init_std=args.value_init_std,
             value_scale=args.value_scale,
             output_gain=args.output_gain,
+            center_values=args.center_values,
         )
 
     @classmethod
@@ -139,6 +145,7 @@ class SpartanMethod:
                 value_initializer_range=self.value_init_std,
                 value_scale=self.value_scale,
                 output_gain=self.output_gain,
+                center_values=self.center_values,
                 seed=seed + 10 * index,
                 name=f"memory_{index:02d}",
             )
