@@ -97,6 +97,20 @@ def test_switching_tasks_sets_their_tensors_and_never_reloads_the_graph(float_bu
     assert engine.loads == [GRAPH_FILE, "qnli.npz", "sst2.npz"]
 
 
+def test_graph_pages_are_released_after_loading_and_fault_back_correctly(float_bundle, reference):
+    """Once a task is loaded and warmed up, its graph file's mapped pages are released (they no longer
+    count as the process's memory); the texts run after that still give Keras' logits."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("madvise and /proc/self/smaps: Linux only")
+    from test_device_units import mapped_rss_kb
+
+    engine = Engine(read_bundle(float_bundle), choose_runtime(), threads=1)
+    task = engine.task("qnli")
+    assert mapped_rss_kb(task.graph.path) < 64
+    for index, encoding in enumerate(engine.encode(task.info, ITEMS["qnli"])):
+        np.testing.assert_allclose(engine.logits(task, pad([encoding]))[0], reference["qnli"][index], atol=1e-4)
+
+
 def test_task_tensors_must_fit_their_graph(bundle_copy):
     """A task file whose tensors are not the graph's inputs (a missing one, a wrong shape) is refused by name."""
     path = bundle_copy / "qnli.npz"
