@@ -184,7 +184,7 @@ def main(argv=None):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from spartan_tf import artifacts, data, export, parity, shared_graph
     from spartan_tf.sources import DataSource, read_split
-    from benchmarks.method_runs import cpu_model, write_json
+    from benchmarks.method_runs import cpu_model, machine, write_json
 
     model, config, backbone, task = artifacts.load_trained(args.model_dir)
     if config["method"]["name"] != "spartan":
@@ -290,7 +290,7 @@ def main(argv=None):
               f"{sum(p.stat().st_size for k, p in files.items() if k == label or label.startswith('buckets') and k.startswith('buckets, ' + label.rsplit(', ', 1)[1])):,} | {100 * acc['agreement_with_keras']:.1f}% | "
               f"{acc['metrics'].get('accuracy', float('nan')):.4f} |")
     write_json(Path(args.output), {
-        "benchmark": "activations", "model_dir": str(args.model_dir), "cpu": cpu_model(),
+        "benchmark": "graph_variants", "model_dir": str(args.model_dir), "cpu": cpu_model(), "machine": machine(),
         "load_before": load_before, "load_after": load_after, "mean_tokens": round(mean_tokens, 1),
         "setting": {key: value for key, value in vars(args).items() if key != "output"},
         "keras_metrics": keras_metrics, "speed": speed, "accuracy": accuracy, "ops": ops,
