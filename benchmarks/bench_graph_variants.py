@@ -186,7 +186,19 @@ def main(argv=None):
     from spartan_tf.sources import DataSource, read_split
     from benchmarks.method_runs import cpu_model, machine, write_json
 
-    model, config, backbone, task = artifacts.load_trained(args.model_dir)
+    from spartan_tf.errors import SpartanError
+
+    if min(args.calibration_samples, args.eval_samples, args.num_texts, args.repeats, args.threads) < 1 or \
+            min(args.bucket_lengths) < 2:
+        sys.exit("error: --calibration-samples, --eval-samples, --num-texts, --repeats and --threads must be >= 1, "
+                 "--bucket-lengths >= 2")
+    try:
+        model, config, backbone, task = artifacts.load_trained(args.model_dir)
+    except SpartanError as err:
+        sys.exit(f"error: {err}")
+    if "buckets" in args.graphs and max(args.bucket_lengths) != config["max_seq_length"]:
+        sys.exit(f"error: --bucket-lengths: the largest must be the task's max length {config['max_seq_length']} "
+                 f"(every text must fit a bucket), got {max(args.bucket_lengths)}")
     if config["method"]["name"] != "spartan":
         sys.exit(f"error: --model-dir {args.model_dir}: a {config['method']['name']} task; this compares SPARTAN graphs")
     source = DataSource.from_dict(config["task"]["data"])
