@@ -97,15 +97,26 @@ def test_switching_tasks_sets_their_tensors_and_never_reloads_the_graph(float_bu
     assert engine.loads == [GRAPH_FILE, "qnli.npz", "sst2.npz"]
 
 
-def test_graph_pages_are_released_after_loading_and_fault_back_correctly(float_bundle, reference):
+def test_graph_pages_are_released_after_loading_and_fault_back_correctly(float_bundle, reference, monkeypatch):
     """Once a task is loaded and warmed up, its graph file's mapped pages are released (they no longer
     count as the process's memory); the texts run after that still give Keras' logits."""
     if not sys.platform.startswith("linux"):
         pytest.skip("madvise and /proc/self/smaps: Linux only")
+    import spartan_device.engine as engine_module
     from test_device_units import mapped_rss_kb
 
+    released = []
+
+    def recording(path):
+        released.append((Path(path).name, engine_module_release(path)))
+        return released[-1][1]
+
+    engine_module_release = engine_module.release_file_pages
+    monkeypatch.setattr(engine_module, "release_file_pages", recording)
     engine = Engine(read_bundle(float_bundle), choose_runtime(), threads=1)
     task = engine.task("qnli")
+    graph_bytes = task.graph.path.stat().st_size
+    assert released and released[0][0] == task.graph.path.name and released[0][1] >= graph_bytes  # it was mapped
     assert mapped_rss_kb(task.graph.path) < 64
     for index, encoding in enumerate(engine.encode(task.info, ITEMS["qnli"])):
         np.testing.assert_allclose(engine.logits(task, pad([encoding]))[0], reference["qnli"][index], atol=1e-4)
