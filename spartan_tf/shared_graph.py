@@ -181,12 +181,14 @@ def memory_forward(hidden, parent_logits, child_logits, values, top_k, slots: in
     return hidden + values(weights)
 
 
-def shared_signatures(backbone, graph_layout: dict, max_length: int) -> dict:
+def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int | None = None) -> dict:
     """{"classify": tf.function}: the shared graph of ``graph_layout`` over ``backbone``.
 
     Inputs: int32 [B, S] ``input_ids``, ``attention_mask``, ``token_type_ids`` and the float32 task
     tensors of ``tensor_specs``; output ``logits`` float32 [B, N]. With "cls" pooling the last
-    SPARTAN memory computes position 0 only (all the head reads).
+    SPARTAN memory computes position 0 only (all the head reads). ``length``: None (the bundle) for
+    dynamic [B, S] token inputs; an int gives fixed [1, length] ones (benchmarks/bench_activations.py
+    compares such fixed-length buckets against the dynamic graph).
     """
     import tensorflow as tf
 
@@ -197,7 +199,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int) -> dict:
 
     method, pooling = graph_layout["method"], graph_layout["pooling"]
     specs = tensor_specs(graph_layout, backbone.num_layers, backbone.hidden_size)
-    embed = backbone_signatures(backbone, max_length)["embed"]
+    embed = backbone_signatures(backbone, max_length, length)["embed"]
     last = backbone.num_layers - 1
 
     def times(x, kernel):
@@ -256,5 +258,5 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int) -> dict:
         """int32 [B, S] x3 and the task tensors -> logits [B, N]."""
         return classify(input_ids, attention_mask, token_type_ids, **dict(zip(names, task)))
 
-    ids_spec = _ids_spec(None)
+    ids_spec = _ids_spec(length)
     return {"classify": signature_function("classify", run, [ids_spec] * 3 + list(specs.values()))}

@@ -699,3 +699,26 @@ def test_mixed_bundle_and_a_task_that_changes_deployment(tmp_path, task_dirs, me
     assert list(manifest["graphs"]) == ["adapters-cls"]
     assert sorted(path.name for path in out.iterdir()) == ["backbone.adapters-cls.tflite", "manifest.json",
                                                             "qnli.npz", "sst2.tflite", "tokenizer.json"]
+
+
+def test_fixed_length_shared_graph_matches_keras_when_padded(tmp_path, task_dirs, tiny_backbone):
+    """shared_signatures(length=L) (the fixed-length buckets of benchmarks/bench_graph_variants.py):
+    token inputs [1, L], no shape arithmetic left, and Keras' numbers for texts padded to L."""
+    from spartan_tf import artifacts, export, shared_graph
+    from spartan_tf.parity import SharedBundle
+
+    model, config = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[:2]
+    graph_layout = shared_graph.layout(config)
+    length = 40
+    fixed = export.to_tflite(shared_graph.shared_signatures(tiny_backbone, graph_layout, MAX_LENGTH, length), "float32")
+    dynamic = export.to_tflite(shared_graph.shared_signatures(tiny_backbone, graph_layout, MAX_LENGTH), "float32")
+    assert "SHAPE" in export.operator_names(dynamic) and "SHAPE" not in export.operator_names(fixed)
+    (tmp_path / "fixed.tflite").write_bytes(fixed)
+    shared = SharedBundle(tmp_path / "fixed.tflite", shared_graph.task_tensors(model))
+    runner_inputs = shared.classify.get_input_details()
+    assert list(runner_inputs["input_ids"]["shape_signature"]) == [1, length]
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        assert ids.shape[1] <= length
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        padded = [np.pad(array, ((0, 0), (0, length - array.shape[1]))) for array in (ids, mask, types)]
+        np.testing.assert_allclose(shared.logits(*padded), keras, atol=1e-4, rtol=1e-4)

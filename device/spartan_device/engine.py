@@ -18,7 +18,7 @@ import numpy as np
 
 from spartan_device.bundle import SHARED, Bundle, TaskInfo, verified_path
 from spartan_device.errors import DeviceError
-from spartan_device.runtime import Runtime, captured_stderr, load_interpreter, signature_runner
+from spartan_device.runtime import Runtime, captured_stderr, load_interpreter, release_file_pages, signature_runner
 from spartan_device.shared import SharedGraph, TaskTensors
 
 
@@ -189,6 +189,8 @@ class Engine:
             fixed = shape if len(shape) == 2 and min(shape) > 0 else None  # -1: a dynamic dimension
             task = LoadedTask(info, classify=classify, interpreter=interpreter, fixed_shape=fixed)
         self._warm_up(what, path, lambda: self.logits(task, _DUMMY))
+        # Prepared and run once: the graph file's pages the runtime has copied need not stay resident.
+        release_file_pages(task.graph.path if task.graph is not None else path)
         return task
 
     def _warm_up(self, what: str, path: Path, call):

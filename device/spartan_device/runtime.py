@@ -80,6 +80,42 @@ def load_interpreter(runtime: Runtime, path: Path, threads: int | None, what: st
     return interpreter
 
 
+MADV_DONTNEED = 4  # Linux's value on every architecture that ai-edge-litert ships for
+
+
+def release_file_pages(path: Path) -> int:
+    """Drop this process's resident pages of ``path``'s read-only file mappings (Linux; 0 elsewhere).
+
+    The runtimes map a model file read-only and read all of it while preparing it: XNNPACK copies
+    the weights into its own packed buffers, and the mapped pages stay counted in the process's
+    resident memory although most are never read again (13 MB of a 23 MB MiniLM graph here).
+    ``madvise(MADV_DONTNEED)`` unmaps them from the process; they stay in the kernel's page cache
+    (reclaimable, shared with any other reader) and the few still used (the embedding rows, the
+    graph's own tables) fault back in on their next read. Only read-only mappings of exactly this
+    file are touched, so no data can be lost. Returns the bytes advised; never raises: on any
+    failure (no /proc, no libc, another OS) the pages simply stay.
+    """
+    import ctypes
+
+    try:
+        target = os.path.realpath(path)
+        ranges = []
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and fields[5].rstrip("\n") == target and "w" not in fields[1]:
+                    start, end = (int(value, 16) for value in fields[0].split("-"))
+                    ranges.append((start, end - start))
+        if not ranges:
+            return 0
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        libc.madvise.restype = ctypes.c_int
+        return sum(size for start, size in ranges if libc.madvise(start, size, MADV_DONTNEED) == 0)
+    except (OSError, AttributeError, ValueError):
+        return 0
+
+
 def _load_error(runtime: Runtime, path: Path, what: str, weights: str, detail: str) -> str:
     lines = [line.strip() for line in detail.splitlines() if line.strip()]
     op_line = next((line for line in lines if "Didn't find op" in line or "unresolved custom op" in line), None)

@@ -97,6 +97,31 @@ def test_switching_tasks_sets_their_tensors_and_never_reloads_the_graph(float_bu
     assert engine.loads == [GRAPH_FILE, "qnli.npz", "sst2.npz"]
 
 
+def test_graph_pages_are_released_after_loading_and_fault_back_correctly(float_bundle, reference, monkeypatch):
+    """Once a task is loaded and warmed up, its graph file's mapped pages are released (they no longer
+    count as the process's memory); the texts run after that still give Keras' logits."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("madvise and /proc/self/smaps: Linux only")
+    import spartan_device.engine as engine_module
+    from test_device_units import mapped_rss_kb
+
+    released = []
+
+    def recording(path):
+        released.append((Path(path).name, engine_module_release(path)))
+        return released[-1][1]
+
+    engine_module_release = engine_module.release_file_pages
+    monkeypatch.setattr(engine_module, "release_file_pages", recording)
+    engine = Engine(read_bundle(float_bundle), choose_runtime(), threads=1)
+    task = engine.task("qnli")
+    graph_bytes = task.graph.path.stat().st_size
+    assert released and released[0][0] == task.graph.path.name and released[0][1] >= graph_bytes  # it was mapped
+    assert mapped_rss_kb(task.graph.path) < 64
+    for index, encoding in enumerate(engine.encode(task.info, ITEMS["qnli"])):
+        np.testing.assert_allclose(engine.logits(task, pad([encoding]))[0], reference["qnli"][index], atol=1e-4)
+
+
 def test_task_tensors_must_fit_their_graph(bundle_copy):
     """A task file whose tensors are not the graph's inputs (a missing one, a wrong shape) is refused by name."""
     path = bundle_copy / "qnli.npz"
@@ -232,3 +257,45 @@ def test_adapters_and_lora_run_shared_or_whole(tiny_task_dirs, adapter_task_dir,
         assert loads(done.stderr)[-1] == f"task sst2 {file}"
         row = json.loads(run_client("--bundle", bundle, "--list", "--json", check_rc=0).stdout)["tasks"][0]
         assert (row["deployment"], row["method"], row["lora_merged"]) == (deployment, "lora", deployment == "whole")
+
+
+def test_task_tensor_inputs_are_resized_only_when_their_shapes_change(float_bundle, reference, tmp_path):
+    """A new text length resizes the three token inputs only; a task whose tensors have other shapes
+    (here three outputs instead of two) resizes its tensors' inputs, and the next task gets its own
+    shapes back: every logit stays its task's."""
+    from spartan_device.shared import TaskTensors
+
+    engine = Engine(read_bundle(float_bundle), choose_runtime(), threads=1)
+    qnli = engine.task("qnli")
+    graph = qnli.graph
+    resized, real = [], graph.interpreter
+
+    class Spy:  # the interpreter, with its resize calls recorded
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def resize_tensor_input(self, index, shape, *args, **kwargs):
+            resized.append(index)
+            return real.resize_tensor_input(index, shape, *args, **kwargs)
+
+    graph.interpreter = Spy()
+    encodings = engine.encode(qnli.info, ITEMS["qnli"])
+    assert len({len(e.ids) for e in encodings}) >= 3
+    for index, encoding in enumerate(encodings):
+        np.testing.assert_allclose(engine.logits(qnli, pad([encoding]))[0], reference["qnli"][index], atol=1e-4)
+    token_inputs = {graph.inputs[name] for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert set(resized) <= token_inputs and len(resized) >= 3 * 3
+
+    stored = dict(np.load(float_bundle / "qnli.npz"))
+    stored["head_classifier_kernel"] = np.concatenate([stored["head_classifier_kernel"]] * 2)[:3]
+    stored["head_classifier_bias"] = np.array([0.5, -0.5, 2.0], dtype=np.float32)
+    np.savez(tmp_path / "three.npz", **stored)
+    three = TaskTensors(tmp_path / "three.npz", "task three")
+    batch = pad([encodings[0]])
+    resized.clear()
+    out = graph.run(batch.input_ids, batch.attention_mask, batch.token_type_ids, "three", three)
+    assert out.shape == (1, 3)
+    assert out[0, 2] - out[0, 0] == pytest.approx(1.5, abs=1e-4)  # the same kernel row, biases 2.0 and 0.5
+    assert {graph.inputs["head_classifier_kernel"], graph.inputs["head_classifier_bias"]} <= set(resized)
+    assert not set(resized) - token_inputs - {graph.inputs["head_classifier_kernel"], graph.inputs["head_classifier_bias"]}
+    np.testing.assert_allclose(engine.logits(qnli, batch)[0], reference["qnli"][0], atol=1e-4)

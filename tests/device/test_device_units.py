@@ -132,3 +132,47 @@ def test_peak_memory_is_the_programs_own_not_its_parents():
                            capture_output=True, text=True, check=True)
     assert parent > 300 and ballast.sum() > 0
     assert 1 < float(child.stdout) < 100
+
+
+def mapped_rss_kb(path) -> int:
+    """Resident KB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    import os
+
+    target, total, inside = os.path.realpath(path), 0, False
+    with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            fields = line.split(None, 5)
+            if fields and "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+                inside = len(fields) == 6 and fields[5].rstrip("\n") == target
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps and madvise: Linux only")
+def test_release_file_pages_drops_read_only_mappings_and_keeps_their_data(tmp_path):
+    import mmap
+
+    from spartan_device.runtime import release_file_pages
+
+    data = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()  # 4 MB
+    path = tmp_path / "model.tflite"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    assert bytes(mapped[:]) == data  # every page read: resident
+    assert mapped_rss_kb(path) >= 4000
+    assert release_file_pages(path) == len(data)
+    assert mapped_rss_kb(path) < 100
+    assert bytes(mapped[:]) == data  # the pages fault back in from the file, unchanged
+    mapped.close()
+    # a writable (copy-on-write) mapping is never touched: its pages may hold the only copy of a change
+    with open(path, "r+b") as handle:
+        private = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    private[:4] = b"SPRT"
+    _ = bytes(private[:])
+    before = mapped_rss_kb(path)
+    assert release_file_pages(path) == 0
+    assert mapped_rss_kb(path) == before and private[:4] == b"SPRT"
+    private.close()
+    assert release_file_pages(tmp_path / "not-mapped.tflite") == 0
