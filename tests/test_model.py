@@ -48,7 +48,8 @@ def test_memory_sits_after_every_layer_with_a_residual(tiny_backbone):
         hidden = tiny_backbone.layer(index, hidden, bias)
         weights = memory.parent_weights(hidden).numpy()  # [1, S, E]
         children = tf.nn.softmax(tf.einsum("bsh,ech->bsec", hidden, memory.child_keys) / memory.temperature)
-        values = memory.child_values.numpy() * memory.value_scale  # as read (SpartanMethod's default scale: 10)
+        stored = memory.child_values.numpy()  # as read: centered over all children, times the scale (default 10)
+        values = (stored - stored.mean(axis=(0, 1), keepdims=True)) * memory.value_scale
         expected = hidden.numpy() + np.einsum("bse,bsec,ech->bsh", weights, children.numpy(), values)
         hidden = memory(hidden)
         np.testing.assert_allclose(hidden.numpy(), expected, atol=1e-5)
