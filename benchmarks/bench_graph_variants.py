@@ -45,7 +45,7 @@ VARIANTS = ("dynamic-range", "full int8", "16x8")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench_activations.py",
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_graph_variants.py",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True, help="a trained SPARTAN task (python -m spartan_tf.train)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)

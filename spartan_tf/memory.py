@@ -23,7 +23,8 @@ Options beyond the paper's formulas (training recipes; see docs/results.md for w
   output can grow or shrink as a whole; it folds into the values (``values()``) for export;
 - ``center_values``: the memory reads its stored values minus their mean over all E * C children.
   Since the weights of every position sum to 1, the output is the uncentered one minus that mean: the
-  memory has no channel that adds one vector to every token (a bias). The gradient of each stored
+  memory can add one vector to every token (a bias) only by routing every token alike, not through a
+  shortcut that all children learn together. The gradient of each stored
   value is then ``(w_j - mean_i w_i) * g`` instead of ``w_j * g``: while the routing is still near
   uniform, the common part of the gradient (what every child would learn alike), which Adam would
   otherwise amplify to full-size steps, is gone. It folds into the values for export.

@@ -187,8 +187,8 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
     Inputs: int32 [B, S] ``input_ids``, ``attention_mask``, ``token_type_ids`` and the float32 task
     tensors of ``tensor_specs``; output ``logits`` float32 [B, N]. With "cls" pooling the last
     SPARTAN memory computes position 0 only (all the head reads). ``length``: None (the bundle) for
-    dynamic [B, S] token inputs; an int gives fixed [1, length] ones (benchmarks/bench_activations.py
-    compares such fixed-length buckets against the dynamic graph).
+    dynamic [B, S] token inputs; an int gives fixed [1, length] ones
+    (benchmarks/bench_graph_variants.py compares such fixed-length buckets against the dynamic graph).
     """
     import tensorflow as tf
 
