@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device"))
 
 from benchmarks.method_bundles import FIXED_LENGTH, REPO, ensure_bundles  # noqa: E402
-from benchmarks.method_runs import machine, print_table, write_json  # noqa: E402
+from benchmarks.method_runs import machine, print_table, take_turns, write_json  # noqa: E402
 
 ROWS = {  # label -> (bundle form, the tasks it runs, taking turns text by text)
     "SPARTAN shared": ("spartan", ["qnli"]),
@@ -117,32 +117,15 @@ def measure(engines: dict, pairs: list, length: int | None, repeats: int, block:
                    for label in labels}  # read once
     lengths = {label: FIXED.get(label, length) for label in labels}
 
-    def run(label, index, pair):
+    def run(label, index):
         task = tasks[label][index % len(tasks[label])]
-        return classify(engines[label], task, pair, lengths[label], max_lengths[label][task])
+        return classify(engines[label], task, pairs[index], lengths[label], max_lengths[label][task])
 
-    for label in labels:  # warm-up, untimed
-        for index, pair in enumerate(pairs[:5]):
-            run(label, index, pair)
-    latencies = {label: [] for label in labels}
-    cpu_seconds = dict.fromkeys(labels, 0.0)
-    tokens = dict.fromkeys(labels, 0)
-    turn = 0
-    for _ in range(repeats):
-        for start in range(0, len(pairs), block):
-            order = labels[turn % len(labels):] + labels[:turn % len(labels)]
-            turn += 1
-            for label in order:
-                cpu_start = time.process_time()
-                for index in range(start, min(start + block, len(pairs))):
-                    t0 = time.perf_counter()
-                    tokens[label] += run(label, index, pairs[index])
-                    latencies[label].append(1000.0 * (time.perf_counter() - t0))
-                cpu_seconds[label] += time.process_time() - cpu_start
+    latencies, cpu_seconds, tokens = take_turns(labels, len(pairs), run, repeats, block)
     figures = {}
     for label in labels:
         lat = np.asarray(latencies[label])
-        figures[label] = {"texts": len(lat), "mean_tokens": round(tokens[label] / len(lat), 1),
+        figures[label] = {"texts": len(lat), "mean_tokens": round(sum(tokens[label]) / len(lat), 1),
                           "padded_to": lengths[label],
                           "texts_per_s": round(1000.0 * len(lat) / lat.sum(), 1),
                           "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),

@@ -156,27 +156,13 @@ def as_batches(encoded: dict) -> list:
 
 def time_runners(runners: dict, batches: list, repeats: int, block: int = 10) -> dict:
     """{label: {texts_per_s, cpu_ms_per_text, p50_ms}}: the runners take turns in blocks, rotating."""
-    labels = list(runners)
-    for label in labels:  # warm-up
-        for batch in batches[:5]:
-            runners[label].logits(*batch)
-    wall = {label: [] for label in labels}
-    cpu = dict.fromkeys(labels, 0.0)
-    turn = 0
-    for _ in range(repeats):
-        for start in range(0, len(batches), block):
-            order = labels[turn % len(labels):] + labels[:turn % len(labels)]
-            turn += 1
-            for label in order:
-                c0 = time.process_time()
-                for batch in batches[start:start + block]:
-                    t0 = time.perf_counter()
-                    runners[label].logits(*batch)
-                    wall[label].append(1000.0 * (time.perf_counter() - t0))
-                cpu[label] += time.process_time() - c0
+    from benchmarks.method_runs import take_turns
+
+    wall, cpu, _ = take_turns(runners, len(batches), lambda label, index: runners[label].logits(*batches[index]),
+                              repeats, block)
     return {label: {"texts_per_s": round(1000.0 * len(wall[label]) / sum(wall[label]), 1),
                     "cpu_ms_per_text": round(1000.0 * cpu[label] / len(wall[label]), 3),
-                    "p50_ms": round(float(np.percentile(wall[label], 50)), 3)} for label in labels}
+                    "p50_ms": round(float(np.percentile(wall[label], 50)), 3)} for label in runners}
 
 
 def main(argv=None):
@@ -311,4 +297,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from spartan_tf.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -62,6 +62,36 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def take_turns(labels, count: int, call, repeats: int, block: int, warm_up: int = 5):
+    """Time ``call(label, index)`` for every index in ``range(count)``, ``repeats`` times per label.
+
+    The labels take turns in blocks of ``block`` indices, the one that goes first rotating from block
+    to block, so a host whose speed drifts slows every label alike; the first ``warm_up`` indices run
+    once per label beforehand, untimed. Returns ({label: [ms per call]}, {label: process CPU seconds},
+    {label: [what each timed call returned]}).
+    """
+    labels = list(labels)
+    for label in labels:
+        for index in range(min(warm_up, count)):
+            call(label, index)
+    latencies = {label: [] for label in labels}
+    returned = {label: [] for label in labels}
+    cpu_seconds = dict.fromkeys(labels, 0.0)
+    turn = 0
+    for _ in range(repeats):
+        for start in range(0, count, block):
+            order = labels[turn % len(labels):] + labels[:turn % len(labels)]
+            turn += 1
+            for label in order:
+                cpu_start = time.process_time()
+                for index in range(start, min(start + block, count)):
+                    t0 = time.perf_counter()
+                    returned[label].append(call(label, index))
+                    latencies[label].append(1000.0 * (time.perf_counter() - t0))
+                cpu_seconds[label] += time.process_time() - cpu_start
+    return latencies, cpu_seconds, returned
+
+
 def write_json(path, obj):
     atomic_write_json(path, obj)
 
