@@ -162,7 +162,16 @@ def task_signatures(model, length: int | None = None) -> dict:
 
 
 def fused_signatures(backbone, model, max_length: int, length: int | None = None) -> dict:
-    """{"classify": ...}: the whole chain in one graph, built from the same pieces as the split files."""
+    """{"classify": ...}: the whole chain in one graph, built from the same pieces as the split files
+    (a memory on the feed-forward output runs inside its encoder layer instead)."""
+    if model.method.site == "feed-forward":
+        from spartan_tf.bert_layer import encoder_layer
+
+        memories = [inference_memory(memory) for memory in model.after_layers]
+
+        def run_layer(index, hidden, bias, attention_mask):
+            return encoder_layer(backbone.bert.encoder.layer[index], hidden, bias, after_output=memories[index])
+        return _one_graph(backbone, model, max_length, length, run_layer)
     pieces = {**backbone_signatures(backbone, max_length, length), **task_signatures(model, length)}
 
     def classify(input_ids, attention_mask, token_type_ids):
@@ -199,6 +208,12 @@ def whole_signatures(model, max_length: int, lora_merged: bool = True, length: i
             return model.method.forward_layer(backbone, index, hidden, bias, attention_mask,
                                               model.after_layers[index])
 
+    return _one_graph(backbone, model, max_length, length, run_layer)
+
+
+def _one_graph(backbone, model, max_length, length, run_layer) -> dict:
+    """{"classify": ...}: embed, ``run_layer(index, hidden, bias, attention_mask)`` for every encoder
+    layer, then ``model``'s head."""
     embed = backbone_signatures(backbone, max_length, length)["embed"]
 
     def classify(input_ids, attention_mask, token_type_ids):

@@ -11,7 +11,8 @@ class TaskModel(tf_keras.Model):
     """embed -> (encoder layer i with the method's module i)* -> head.
 
     How module i joins encoder layer i is the method's ``forward_layer`` (SPARTAN: the layer, then
-    its memory; adapters and LoRA: inside the layer). ``after_layers`` holds the modules, one per
+    its memory, or with ``--memory-site feed-forward`` the memory inside it; adapters and LoRA: inside
+    the layer). ``after_layers`` holds the modules, one per
     encoder layer.
 
     Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``.

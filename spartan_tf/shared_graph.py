@@ -18,7 +18,7 @@ then. The graph-level layout of every task tensor is chosen so that no op transp
 time: a matmul against a task tensor is ``BATCH_MATMUL`` with ``adj_y``, the tensor stored [out, in].
 
 A graph is specific to a "layout": the method's structural hyperparameters (SPARTAN: parents,
-children per parent, query norm; adapters and LoRA: none, their sizes are dynamic dimensions) and
+children per parent, query norm, the memory's site; adapters and LoRA: none, their sizes are dynamic dimensions) and
 the head's pooling. Every task of one layout shares one graph file; ``graph_key`` names it.
 
 Shapes: B batch, S length (both dynamic), H hidden, E parents, C children per parent, m adapter size,
@@ -40,7 +40,7 @@ def layout(config: dict) -> dict:
     if name == "spartan":
         structure = {"name": name, "num_parents": method["num_parents"],
                      "children_per_parent": method["children_per_parent"],
-                     "query_norm": bool(method.get("query_norm", False))}
+                     "query_norm": bool(method.get("query_norm", False)), "site": method.get("site", "layer")}
     elif name in ("adapters", "lora"):
         structure = {"name": name}
     else:
@@ -53,7 +53,8 @@ def graph_key(graph_layout: dict) -> str:
     method = graph_layout["method"]
     parts = [method["name"]]
     if method["name"] == "spartan":
-        parts.append(f"{method['num_parents']}x{method['children_per_parent']}" + ("q" if method["query_norm"] else ""))
+        parts.append(f"{method['num_parents']}x{method['children_per_parent']}" + ("q" if method["query_norm"] else "")
+                     + ("f" if method.get("site") == "feed-forward" else ""))
     return "-".join(parts + [graph_layout["pooling"]])
 
 
@@ -213,15 +214,18 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
         prefix = f"layer_{index:02d}"
         encoder = backbone.bert.encoder.layer[index]
         if method["name"] == "spartan":
-            hidden = backbone.layer(index, hidden, bias)
-            if index == last and pooling == "cls":
-                hidden = hidden[:, :1]
             parents, slots = method["num_parents"], method["children_per_parent"]
-            parent_logits, child_logits = tf.split(times(query_of(hidden), tensors[f"{prefix}_keys"]),
-                                                   [parents, slots * parents], axis=-1)
-            return memory_forward(hidden, parent_logits, child_logits,
-                                  lambda weights: times(weights, tensors[f"{prefix}_values"]),
-                                  tensors[f"{prefix}_top_k"], slots)
+
+            def memory(h):
+                parent_logits, child_logits = tf.split(times(query_of(h), tensors[f"{prefix}_keys"]),
+                                                       [parents, slots * parents], axis=-1)
+                return memory_forward(h, parent_logits, child_logits,
+                                      lambda weights: times(weights, tensors[f"{prefix}_values"]),
+                                      tensors[f"{prefix}_top_k"], slots)
+            if method.get("site") == "feed-forward":
+                return encoder_layer(encoder, hidden, bias, after_output=memory)
+            hidden = backbone.layer(index, hidden, bias)
+            return memory(hidden[:, :1] if index == last and pooling == "cls" else hidden)
         if method["name"] == "adapters":
             def adapter(site):
                 def run(h):

@@ -122,13 +122,17 @@ def _forward_fn(model):
         tokens = tf.maximum(tf.reduce_sum(real, axis=1), 1.0)  # [B, 1]
         weights, topk = [], []
         for index, memory in enumerate(memories):
-            hidden = backbone.layer(index, hidden, bias)
-            parent_weights = memory.parent_weights(hidden)  # [B, S, E]
-            _, top_indices = memory.select_parents(memory.query(hidden))  # [B, S, k]
+            read = []  # what the memory reads: the layer's output, or its feed-forward output (the method's site)
+
+            def run_memory(memory_input, attention_mask=None, memory=memory, read=read):
+                read.append(memory_input)
+                return memory(memory_input, attention_mask=attention_mask)
+            hidden = model.method.forward_layer(backbone, index, hidden, bias, mask, run_memory)
+            parent_weights = memory.parent_weights(read[0])  # [B, S, E]
+            _, top_indices = memory.select_parents(memory.query(read[0]))  # [B, S, k]
             chosen = tf.reduce_sum(tf.one_hot(top_indices, memory.num_parents, dtype=hidden.dtype), axis=2)
             weights.append(tf.reduce_sum(parent_weights * real, axis=1) / tokens)
             topk.append(tf.reduce_sum(chosen * real, axis=1) / tokens)
-            hidden = memory(hidden, attention_mask=mask)
         logits = model.head(hidden, attention_mask=mask, training=False)
         return tf.stack(weights, axis=1), tf.stack(topk, axis=1), logits
 

@@ -138,6 +138,37 @@ def test_recorded_weights_match_numpy(tiny_backbone, balance, path):
         np.testing.assert_allclose(recording.logits[n], model(single, training=False).numpy()[0], atol=1e-4)
 
 
+def test_a_feed_forward_memory_is_recorded_on_what_it_reads(tiny_backbone):
+    """--memory-site feed-forward: the recorded parent weights are the memory's on each layer's
+    feed-forward output (BERT's layer and the memory written out in NumPy), not on the layer's output."""
+    import dataclasses
+
+    from test_memory import numpy_memory
+    from test_methods import numpy_bert_layer
+
+    from spartan_tf.specialisation import record
+
+    task = tasks.custom_task(TOPICS, "classification")
+    model = tiny_model(tiny_backbone, dataclasses.replace(tiny_method(), site="feed-forward"), task.num_outputs)
+    examples = [Example(text, None, TOPICS.index(label)) for text, label in TEXTS[:3]]
+    tokenizer = tiny_backbone.tokenizer(32)
+    recording = record(model, task, examples, tokenizer, batch_size=2)
+    for n, example in enumerate(examples):
+        encoding = tokenizer.encode(example.text)
+        hidden = tiny_backbone.embed(np.array([encoding.ids], np.int32), np.array([encoding.type_ids], np.int32))
+        hidden = hidden.numpy().astype(np.float64)
+        expected = []
+        for index, memory in enumerate(model.after_layers):
+            keys_and_values = [w.numpy().astype(np.float64) for w in (memory.parent_keys, memory.child_keys, memory.values())]
+
+            def run_memory(feed_forward, memory=memory, keys_and_values=keys_and_values):
+                out, parent_weights = numpy_memory(feed_forward, *keys_and_values, memory.top_k, memory.temperature)
+                expected.append(parent_weights[0].mean(axis=0))  # [E]: the mean over the text's tokens
+                return out
+            hidden = numpy_bert_layer(tiny_backbone, index, hidden, np.ones((1, hidden.shape[1])), after_output=run_memory)
+        np.testing.assert_allclose(recording.weights[n], np.array(expected), atol=2e-5, err_msg=example.text)
+
+
 def test_record_refuses_a_model_without_parents(tiny_backbone):
     from spartan_tf.specialisation import memory_layers
 

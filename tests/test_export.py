@@ -42,6 +42,8 @@ TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
     "spartan": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6},
     "spartan_recipe": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                        "value_scale": 10.0, "output_gain": True, "center_values": True},  # folded into the task file's values
+    "spartan_ffn": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
+                    "value_scale": 10.0, "center_values": True, "site": "feed-forward"},  # inside each layer
     "adapters": {"name": "adapters", "adapter_size": 8},
     "lora": {"name": "lora", "rank": 4, "alpha": 8.0},
     "full": {"name": "full"},
@@ -157,7 +159,8 @@ def test_manifest_fields_and_sha256(bundle_runs, task_dirs, tiny_backbone):
                         "num_layers": 2, "max_length": MAX_LENGTH, "weights": "int8"}
     graph = manifest["graphs"][GRAPH]
     assert list(manifest["graphs"]) == [GRAPH] and graph["file"] == GRAPH_FILE
-    assert graph["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "query_norm": False}
+    assert graph["method"] == {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "query_norm": False,
+                              "site": "layer"}
     assert graph["pooling"] == "cls"
     assert set(manifest["tasks"]) == {"qnli", "sst2"}
 
@@ -388,6 +391,29 @@ def test_mean_pooling_task_gets_a_graph_of_its_own(tmp_path, task_dirs, tiny_bac
         np.testing.assert_allclose(shared.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
         padded = [np.pad(array, ((0, 0), (0, 5))) for array in (ids, mask, types)]
         np.testing.assert_allclose(shared.logits(*padded), keras, atol=1e-4, rtol=1e-4)
+
+
+def test_memory_on_the_feed_forward_output_deploys_shared_and_whole(tmp_path, tiny_backbone):
+    """A task whose memories sit inside the encoder layers (``--memory-site feed-forward``): a shared graph
+    of its own layout beside nothing else, and a fused one-graph file, both with Keras' float32 numbers."""
+    from spartan_tf import artifacts
+    from spartan_tf.parity import WholeBundle
+
+    task_dir = save_tiny_task(tmp_path / "qnli-ffn", tiny_backbone, "qnli", seed=21, method_name="spartan_ffn")
+    model = artifacts.load_trained(task_dir, backbone=tiny_backbone)[0]
+    assert model.method.site == "feed-forward"
+    for flags, name in ((["--float"], "shared"), (["--float", "--whole"], "whole")):
+        out = tmp_path / name
+        code, _, stderr = convert("--model-dir", task_dir, "--output-dir", out, "--check-samples", CHECK, *flags)
+        assert code == 0, stderr
+        if name == "shared":
+            assert sorted(json.loads((out / "manifest.json").read_text())["graphs"]) == ["spartan-4x2f-cls"]
+            graph = shared_bundle(out, "qnli")
+        else:
+            graph = WholeBundle(out / "qnli.tflite")
+        for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+            keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+            np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
 
 
 def test_mean_pooling_task_deployed_whole_reads_every_real_token(tmp_path, tiny_backbone):

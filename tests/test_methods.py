@@ -1,6 +1,7 @@
 """The baselines (adapters, LoRA, full fine-tuning) next to SPARTAN, on a tiny random BERT:
 what each trains, where its modules sit, and a train/evaluate round trip through the CLIs."""
 
+import dataclasses
 import json
 import math
 
@@ -69,7 +70,8 @@ def test_a_model_saved_before_the_value_scale_existed_loads_with_the_scale_it_wa
     old = {"name": "spartan", "num_parents": 16, "children_per_parent": 3, "top_k": 8, "temperature": 1.6,
            "balance_loss_scale": 0.0, "path": "dense"}  # a config.json written before the recipe options
     method = SpartanMethod.from_dict(old)
-    assert (method.value_scale, method.query_norm, method.output_gain, method.center_values) == (1.0, False, False, False)
+    assert (method.value_scale, method.query_norm, method.output_gain, method.center_values, method.site) == (
+        1.0, False, False, False, "layer")
     assert SpartanMethod().value_scale == 10.0 and SpartanMethod().center_values  # a new model: today's defaults
 
 
@@ -118,9 +120,10 @@ def layer_norm(x, gamma, beta, eps):
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
-def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None):
+def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_output=None):
     """BERT encoder layer ``index`` written out in numpy from the formulas, with optional Houlsby
-    adapters ({site: (down_k, down_b, up_k, up_b)}) or LoRA ({target: (A, B, scale)})."""
+    adapters ({site: (down_k, down_b, up_k, up_b)}), LoRA ({target: (A, B, scale)}) or a function
+    applied to the feed-forward output before the residual and LayerNorm (``after_output``)."""
     w = {path.split(f"layer_._{index}/", 1)[1]: v.numpy().astype(np.float64)
          for path, v in backbone.named_variables().items() if path.startswith(f"encoder/layer_._{index}/")}
     heads, eps = backbone.config.num_attention_heads, backbone.config.layer_norm_eps
@@ -149,6 +152,8 @@ def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None):
     a = layer_norm(h + x, w["attention/output/LayerNorm/gamma"], w["attention/output/LayerNorm/beta"], eps)
     f = erf_gelu(a @ w["intermediate/dense/kernel"] + w["intermediate/dense/bias"])
     f = adapt("output", f @ w["output/dense/kernel"] + w["output/dense/bias"])
+    if after_output is not None:
+        f = after_output(f)
     return layer_norm(f + a, w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"], eps)
 
 
@@ -171,6 +176,34 @@ def test_trained_modules_sit_where_the_formulas_say(name, tiny_backbone):
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
     unchanged = tiny_backbone.layer(0, x, bias).numpy()
     assert np.abs(got.numpy() - unchanged).max() > 1e-2  # the modules do change the layer
+
+
+def test_a_feed_forward_memory_sits_before_the_layers_residual_and_layer_norm(tiny_backbone):
+    """--memory-site feed-forward: the memory reads and writes the feed-forward output, where an adapter's
+    output site is, with its centered and scaled values (DESIGN.md's formulas, in numpy)."""
+    from test_memory import numpy_memory
+
+    method = dataclasses.replace(SMALL["spartan"], site="feed-forward", value_init_std=0.0)
+    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
+    inputs = features(tiny_backbone)
+    reference = tiny_backbone._model(**inputs).last_hidden_state.numpy()
+    np.testing.assert_allclose(model.encode(inputs).numpy(), reference, atol=1e-5)  # zero values: the backbone
+
+    memory = model.after_layers[0]
+    randomise(memory.weights, seed=7)
+    x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
+    bias = tiny_backbone.attention_bias(inputs["attention_mask"])
+    got = model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], memory)
+    stored = memory.child_values.numpy().astype(np.float64)
+    values = (stored - stored.mean(axis=(0, 1), keepdims=True)) * method.value_scale
+
+    def memory_formula(f):
+        return numpy_memory(f, memory.parent_keys.numpy().astype(np.float64), memory.child_keys.numpy().astype(np.float64),
+                            values, method.top_k, method.temperature)[0]
+    expected = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
+                                inputs["attention_mask"].astype(np.float64), after_output=memory_formula)
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
+    assert np.abs(got.numpy() - tiny_backbone.layer(0, x, bias).numpy()).max() > 1e-2  # the memory does change it
 
 
 def test_lora_merged_weights_give_the_unmerged_logits(tiny_backbone):

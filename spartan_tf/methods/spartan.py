@@ -6,10 +6,13 @@ from dataclasses import asdict, dataclass
 from spartan_tf.errors import SpartanError
 
 PATHS = ("dense", "sparse")  # see spartan_tf.memory
+# Where each memory reads and writes: after the encoder layer (the paper), or on the feed-forward
+# output inside it, before the layer's residual and LayerNorm (where an adapter sits).
+SITES = ("layer", "feed-forward")
 
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
-                "output_gain": False, "center_values": False}
+                "output_gain": False, "center_values": False, "site": "layer"}
 
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting.
@@ -18,7 +21,7 @@ PRESETS = {
         "learning_rate": 1e-3, "lr_schedule": "linear", "warmup_ratio": 0.0, "pooling": "cls",
         "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
         "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
-        "value_scale": 1.0, "output_gain": False, "center_values": False,
+        "value_scale": 1.0, "output_gain": False, "center_values": False, "memory_site": "layer",
     },
 }
 
@@ -41,6 +44,7 @@ class SpartanMethod:
     value_scale: float = 10.0
     output_gain: bool = False
     center_values: bool = True
+    site: str = "layer"
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -63,6 +67,8 @@ class SpartanMethod:
             raise SpartanError(f"--value-scale {self.value_scale}: must be > 0")
         if self.path not in PATHS:
             raise SpartanError(f"--memory-path {self.path!r}: expected one of {PATHS}")
+        if self.site not in SITES:
+            raise SpartanError(f"--memory-site {self.site!r}: expected one of {SITES}")
 
     @staticmethod
     def add_arguments(parser):
@@ -92,6 +98,9 @@ class SpartanMethod:
         group.add_argument("--center-values", action=argparse.BooleanOptionalAction, default=True,
                            help="read the values minus their mean over all children, so that the memory "
                                 "has no bias channel (default: on; the reference code's is off)")
+        group.add_argument("--memory-site", choices=SITES, default="layer",
+                           help="after each encoder layer (layer, default, the paper's), or on the layer's "
+                                "feed-forward output before its residual and LayerNorm (feed-forward)")
 
     @classmethod
     def from_args(cls, args):
@@ -112,6 +121,7 @@ class SpartanMethod:
             value_scale=args.value_scale,
             output_gain=args.output_gain,
             center_values=args.center_values,
+            site=args.memory_site,
         )
 
     @classmethod
@@ -125,7 +135,13 @@ class SpartanMethod:
         return {"name": self.name, **asdict(self)}
 
     def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False):
-        """Encoder layer ``index``, then its memory on the layer's output: [B, S, H] -> [B, S, H]."""
+        """Encoder layer ``index`` and its memory (on the layer's output, or on its feed-forward output
+        with site "feed-forward"): [B, S, H] -> [B, S, H]."""
+        if self.site == "feed-forward":
+            from spartan_tf.bert_layer import encoder_layer
+
+            return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
+                                 after_output=lambda h: memory(h, attention_mask=attention_mask), dropout=dropout)
         return memory(backbone.layer(index, hidden, attention_bias, dropout), attention_mask=attention_mask)
 
     def layer_modules(self, backbone, seed: int):
