@@ -76,6 +76,8 @@ VARIANTS = {
     "default+cls-pool": ("spartan", ["--pooling", "cls"]),
     "default+lr-5e-4": ("spartan", ["--learning-rate", "5e-4"]),
     "default+backbone-dropout": ("spartan", ["--backbone-dropout"]),
+    "default+ffn-site+query-norm+lr-2e-3+warmup-10%": ("spartan", ["--memory-site", "feed-forward", "--query-norm",
+                                                                "--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
     "default+lr-2e-3+warmup-10%": ("spartan", ["--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
