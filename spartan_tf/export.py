@@ -165,12 +165,11 @@ def fused_signatures(backbone, model, max_length: int, length: int | None = None
     """{"classify": ...}: the whole chain in one graph, built from the same pieces as the split files
     (a memory on the feed-forward output runs inside its encoder layer instead)."""
     if model.method.site == "feed-forward":
-        from spartan_tf.bert_layer import encoder_layer
-
         memories = [inference_memory(memory) for memory in model.after_layers]
 
         def run_layer(index, hidden, bias, attention_mask):
-            return encoder_layer(backbone.bert.encoder.layer[index], hidden, bias, after_output=memories[index])
+            return model.method.forward_layer(backbone, index, hidden, bias, attention_mask,
+                                              lambda h, attention_mask=None: memories[index](h))
         return _one_graph(backbone, model, max_length, length, run_layer)
     pieces = {**backbone_signatures(backbone, max_length, length), **task_signatures(model, length)}
 
