@@ -31,6 +31,9 @@ from spartan_tf.tasks import GLUE_TASK_NAMES, get_task  # noqa: E402
 # changes the reference in one respect, unless its name joins several with "+"; a "default+..." row
 # changes the default. "vs10+mean-pool" is the default before --center-values (2026-12-02 afternoon).
 OLD_DEFAULT = ["--preset", "reference", "--value-scale", "10", "--pooling", "mean"]
+# "recipe" is "default+ffn-site+query-norm+lr-2e-3+warmup-10%", the best five-task mean measured; a
+# "recipe+..." row changes it.
+RECIPE = ["--memory-site", "feed-forward", "--query-norm", "--learning-rate", "2e-3", "--warmup-ratio", "0.1"]
 VARIANTS = {
     "reference": ("spartan", ["--preset", "reference"]),
     "default": ("spartan", []),
@@ -76,8 +79,12 @@ VARIANTS = {
     "default+cls-pool": ("spartan", ["--pooling", "cls"]),
     "default+lr-5e-4": ("spartan", ["--learning-rate", "5e-4"]),
     "default+backbone-dropout": ("spartan", ["--backbone-dropout"]),
-    "default+ffn-site+query-norm+lr-2e-3+warmup-10%": ("spartan", ["--memory-site", "feed-forward", "--query-norm",
-                                                                "--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
+    "default+ffn-site+query-norm+lr-2e-3+warmup-10%": ("spartan", RECIPE),
+    "recipe+size-32x3": ("spartan", [*RECIPE, "--num-parents", "32", "--children", "96", "--top-k", "16"]),
+    "recipe+lr-3e-3": ("spartan", [*RECIPE, "--learning-rate", "3e-3"]),
+    "recipe+output-gain": ("spartan", [*RECIPE, "--output-gain"]),
+    "recipe+const-lr": ("spartan", [*RECIPE, "--lr-schedule", "constant"]),
+    "recipe+vs30": ("spartan", [*RECIPE, "--value-scale", "30"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
     "default+lr-2e-3+warmup-10%": ("spartan", ["--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),

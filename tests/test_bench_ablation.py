@@ -48,7 +48,7 @@ def test_every_variant_names_a_known_method_and_spartan_rows_start_from_a_preset
         assert method in ("spartan", "adapters", "lora", "full"), name
         if method != "spartan" or name == "default":
             continue
-        if name.startswith("default+"):  # a change to today's defaults
+        if name.startswith(("default+", "recipe+")):  # a change to today's defaults or to the recipe
             assert flags and "--preset" not in flags, name
         else:
             assert flags[:2] == ["--preset", "reference"], name
