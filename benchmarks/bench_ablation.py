@@ -31,8 +31,8 @@ from spartan_tf.tasks import GLUE_TASK_NAMES, get_task  # noqa: E402
 # changes the reference in one respect, unless its name joins several with "+"; a "default+..." row
 # changes the default. "vs10+mean-pool" is the default before --center-values (2026-12-02 afternoon).
 OLD_DEFAULT = ["--preset", "reference", "--value-scale", "10", "--pooling", "mean"]
-# "recipe" is "default+ffn-site+query-norm+lr-2e-3+warmup-10%", the best five-task mean measured; a
-# "recipe+..." row changes it.
+# "recipe" is "default+ffn-site+query-norm+lr-2e-3+warmup-10%" (five-task mean 0.598, docs/results.md);
+# a "recipe+..." row changes it.
 RECIPE = ["--memory-site", "feed-forward", "--query-norm", "--learning-rate", "2e-3", "--warmup-ratio", "0.1"]
 VARIANTS = {
     "reference": ("spartan", ["--preset", "reference"]),
