@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ METHOD_NAMES = ("spartan", "adapters", "lora", "full")
 
 def train_run(method: str, task: str, data_dir, out_dir, *extra, log=None) -> dict:
     """Train ``method`` on ``task`` into ``out_dir``; returns metrics.json plus ``wall_seconds``,
-    ``weights_bytes`` and ``learning_rate``, or ``{"error": last stderr line}`` if the run failed.
+    ``weights_bytes`` and ``learning_rate``, or ``{"error": ...}`` (see ``failure_message``) if it failed.
     The run's per-epoch checkpoints are deleted; the model itself (config, weights) stays."""
     out_dir = Path(out_dir)
     command = [sys.executable, "-m", "spartan_tf.train", "--task", task, "--method", method,
@@ -33,13 +34,24 @@ def train_run(method: str, task: str, data_dir, out_dir, *extra, log=None) -> di
     if log is not None:
         Path(log).write_text(f"$ {' '.join(command)}\n{result.stdout}\n--- stderr ---\n{result.stderr}")
     if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        return {"error": lines[-1] if lines else f"exit code {result.returncode}", "wall_seconds": round(wall, 1)}
+        return {"error": failure_message(result.returncode, result.stderr), "wall_seconds": round(wall, 1)}
     metrics = json.loads((out_dir / "metrics.json").read_text())
     config = json.loads((out_dir / "config.json").read_text())
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # per-epoch weights + optimizer: ~270 MB for full
     return {**metrics, "wall_seconds": round(wall, 1), "weights_bytes": (out_dir / "weights.npz").stat().st_size,
             "learning_rate": config["training"]["learning_rate"], "method_config": config["method"]}
+
+
+def failure_message(returncode: int, stderr: str) -> str:
+    """Why a run failed: the signal that killed it (its stderr's last line is then whatever TensorFlow
+    last logged, not the cause), else the last line of its stderr, else its exit code."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {returncode}"
 
 
 def cpu_model() -> str:
