@@ -81,6 +81,8 @@ VARIANTS = {
     "default+backbone-dropout": ("spartan", ["--backbone-dropout"]),
     "default+ffn-site+query-norm+lr-2e-3+warmup-10%": ("spartan", RECIPE),
     "recipe+size-32x3": ("spartan", [*RECIPE, "--num-parents", "32", "--children", "96", "--top-k", "16"]),
+    "recipe+size-32x3+output-gain": ("spartan", [*RECIPE, "--num-parents", "32", "--children", "96", "--top-k", "16",
+                                                 "--output-gain"]),
     "recipe+lr-3e-3": ("spartan", [*RECIPE, "--learning-rate", "3e-3"]),
     "recipe+output-gain": ("spartan", [*RECIPE, "--output-gain"]),
     "recipe+const-lr": ("spartan", [*RECIPE, "--lr-schedule", "constant"]),
