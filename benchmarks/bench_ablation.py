@@ -34,6 +34,8 @@ OLD_DEFAULT = ["--preset", "reference", "--value-scale", "10", "--pooling", "mea
 # "recipe" is "default+ffn-site+query-norm+lr-2e-3+warmup-10%" (five-task mean 0.598, docs/results.md);
 # a "recipe+..." row changes it.
 RECIPE = ["--memory-site", "feed-forward", "--query-norm", "--learning-rate", "2e-3", "--warmup-ratio", "0.1"]
+# "size-32x3": twice the parents and children, the same share of parents read (664,706 trainable; adapters 743,810).
+SIZE_32X3 = ["--num-parents", "32", "--children", "96", "--top-k", "16"]
 VARIANTS = {
     "reference": ("spartan", ["--preset", "reference"]),
     "default": ("spartan", []),
@@ -57,8 +59,7 @@ VARIANTS = {
     "vs10+output-gain": ("spartan", ["--preset", "reference", "--value-scale", "10", "--output-gain"]),
     "vs10+top-k-4": ("spartan", ["--preset", "reference", "--value-scale", "10", "--top-k", "4"]),
     "vs10+temperature-1": ("spartan", ["--preset", "reference", "--value-scale", "10", "--temperature", "1"]),
-    "vs10+size-32x3": ("spartan", ["--preset", "reference", "--value-scale", "10", "--num-parents", "32",
-                                   "--children", "96", "--top-k", "16"]),
+    "vs10+size-32x3": ("spartan", ["--preset", "reference", "--value-scale", "10", *SIZE_32X3]),
     "vs10+balance-0.01": ("spartan", ["--preset", "reference", "--value-scale", "10", "--balance-loss-scale", "0.01"]),
     "vs10+mean-pool+sharp-keys": ("spartan", [*OLD_DEFAULT, "--query-norm", "--key-init-std", "0.1"]),
     "vs10+mean-pool+top-k-4": ("spartan", [*OLD_DEFAULT, "--top-k", "4"]),
@@ -69,7 +70,7 @@ VARIANTS = {
                                                          "--value-init-std", "0.2"]),
     "default+top-k-4": ("spartan", ["--top-k", "4"]),
     "default+vs30": ("spartan", ["--value-scale", "30"]),
-    "default+size-32x3": ("spartan", ["--num-parents", "32", "--children", "96", "--top-k", "16"]),
+    "default+size-32x3": ("spartan", SIZE_32X3),
     "default+lr-2e-3": ("spartan", ["--learning-rate", "2e-3"]),
     "default+output-gain": ("spartan", ["--output-gain"]),
     "default+keys-0.1": ("spartan", ["--key-init-std", "0.1"]),
@@ -80,9 +81,8 @@ VARIANTS = {
     "default+lr-5e-4": ("spartan", ["--learning-rate", "5e-4"]),
     "default+backbone-dropout": ("spartan", ["--backbone-dropout"]),
     "default+ffn-site+query-norm+lr-2e-3+warmup-10%": ("spartan", RECIPE),
-    "recipe+size-32x3": ("spartan", [*RECIPE, "--num-parents", "32", "--children", "96", "--top-k", "16"]),
-    "recipe+size-32x3+output-gain": ("spartan", [*RECIPE, "--num-parents", "32", "--children", "96", "--top-k", "16",
-                                                 "--output-gain"]),
+    "recipe+size-32x3": ("spartan", [*RECIPE, *SIZE_32X3]),
+    "recipe+size-32x3+output-gain": ("spartan", [*RECIPE, *SIZE_32X3, "--output-gain"]),
     "recipe+lr-3e-3": ("spartan", [*RECIPE, "--learning-rate", "3e-3"]),
     "recipe+output-gain": ("spartan", [*RECIPE, "--output-gain"]),
     "recipe+const-lr": ("spartan", [*RECIPE, "--lr-schedule", "constant"]),
