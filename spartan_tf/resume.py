@@ -7,10 +7,16 @@
 The data position is the (epoch, step) pair: each epoch's order is fixed by (seed, epoch), so a
 resumed run skips the batches already seen and sees the rest in the same order. The directory is
 removed once the finished model is written.
+
+On a cluster (MultiWorkerMirroredStrategy) every worker must save, but only the chief writes there:
+the others save to a private temporary directory, deleted when the run ends, and resume from the
+chief's checkpoint like everyone else.
 """
 
 import json
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -21,15 +27,19 @@ from spartan_tf.errors import SpartanError
 
 
 class TrainingState:
-    """The resume checkpoint of one run in ``out_dir/resume``."""
+    """The resume checkpoint of one run in ``out_dir/resume``; ``chief`` is False on other cluster workers."""
 
-    def __init__(self, out_dir, model, settings: dict):
+    def __init__(self, out_dir, model, settings: dict, chief: bool = True):
         self.directory = Path(out_dir) / RESUME_DIR
         self.settings = settings
+        self.chief = chief
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # epochs finished
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)  # steps finished in the current epoch
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch, step=self.step)
-        self.manager = tf.train.CheckpointManager(checkpoint, str(self.directory), max_to_keep=1)
+        # A worker's private copy is deleted by remove(), or at exit if the run is interrupted.
+        self._private = None if chief else tempfile.TemporaryDirectory(prefix="spartan-resume-worker-")
+        write_directory = self.directory if chief else self._private.name
+        self.manager = tf.train.CheckpointManager(checkpoint, str(write_directory), max_to_keep=1)
         self.history = []
 
     def restore(self) -> tuple[int, int]:
@@ -39,14 +49,15 @@ class TrainingState:
         if changed:
             shown = "; ".join(f"{key}: was {saved.get(key)!r}, now {self.settings.get(key)!r}" for key in changed)
             raise SpartanError(f"--resume: the run in {self.directory.parent} used other settings ({shown})")
-        self.manager.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        latest = tf.train.latest_checkpoint(str(self.directory))  # the chief's, on every worker
+        self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
         history_path = self.directory / "history.json"
         self.history = json.loads(history_path.read_text()) if history_path.is_file() else []
         return int(self.epoch.numpy()), int(self.step.numpy())
 
     def save(self, epoch: int, step: int):
         """Checkpoint after ``step`` steps of ``epoch`` (0-based); the files replace the previous ones."""
-        if not (self.directory / "run.json").is_file():
+        if self.chief and not (self.directory / "run.json").is_file():
             atomic_write_json(self.directory / "run.json", self.settings)
         self.epoch.assign(epoch)
         self.step.assign(step)
@@ -55,8 +66,16 @@ class TrainingState:
     def finish_epoch(self, epoch: int, record: dict):
         """Record a finished epoch's metrics, then checkpoint at the start of the next one."""
         self.history.append(record)
-        atomic_write_json(self.directory / "history.json", self.history)
+        if self.chief:
+            atomic_write_json(self.directory / "history.json", self.history)
         self.save(epoch + 1, 0)
+
+    def remove(self):
+        """Delete what this process wrote: the resume point (chief) or its private copy (other workers)."""
+        if self._private is not None:
+            self._private.cleanup()
+        else:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class StopRequest:

@@ -1,7 +1,6 @@
 """The Keras training run behind ``python -m spartan_tf.train``: build, fit, evaluate, save."""
 
 import json
-import shutil
 import sys
 import time
 
@@ -113,7 +112,8 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
                 "max_seq_length": max_seq_length, "head_dropout": head_dropout, "pooling": pooling,
                 "backbone_dropout": backbone_dropout,
                 "train_examples": len(train_examples), **run_info}
-    state = TrainingState(out_dir, model, settings)
+    chief = distribute.is_chief(strategy)
+    state = TrainingState(out_dir, model, settings, chief)
     start_epoch, start_step = state.restore() if resume else (0, 0)
     if resume:
         print(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}", flush=True)
@@ -179,10 +179,11 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
             "train_examples": len(train_examples), **run_info,
         },
     }
-    if not distribute.is_chief(strategy):
+    if not chief:
+        state.remove()
         return final  # other workers of a cluster leave the writing to the chief
     artifacts.save_task(out_dir, model, config, metrics)
-    shutil.rmtree(state.directory, ignore_errors=True)  # the finished model replaces the resume point
+    state.remove()  # the finished model replaces the resume point
     print(json.dumps({"task": task.name, "output_dir": str(out_dir), **final,
                       "train_examples_per_second": metrics["train_examples_per_second"]}))
     return final

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from repo_paths import GLUE_SAMPLES, REPO
 from spartan_tf import train
 from spartan_tf.errors import run_cli
+from spartan_tf.resume import TrainingState
 
 
 def command(model_dir, out_dir, *extra):
@@ -100,3 +102,39 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(tiny_mod
 def test_resume_needs_an_interrupted_run(tiny_model_dir, tmp_path, capsys):
     code = run_cli(train.main, command(tiny_model_dir, tmp_path / "nothing", "--resume")[3:])
     assert code == 2 and "holds no interrupted run to continue" in capsys.readouterr().err
+
+
+def small_compiled_model(seed):
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    model = tf_keras.Sequential([tf_keras.Input(shape=(3,)), tf_keras.layers.Dense(2)])
+    model.compile(optimizer=tf_keras.optimizers.Adam(0.1), loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)  # creates the optimizer's slots
+    return model
+
+
+def test_a_cluster_worker_other_than_the_chief_never_writes_the_shared_resume_point(tmp_path):
+    """Two workers saving into one resume/ directory raced (one's rename met the other's delete)."""
+    settings = {"task": "qnli", "seed": 1}
+    chief_model, worker_model = small_compiled_model(1), small_compiled_model(2)
+    chief = TrainingState(tmp_path, chief_model, settings, chief=True)
+    worker = TrainingState(tmp_path, worker_model, settings, chief=False)
+    chief.finish_epoch(0, {"epoch": 1, "accuracy": 0.5})
+    written = sorted(path.name for path in (tmp_path / "resume").iterdir())
+    worker.finish_epoch(0, {"epoch": 1, "accuracy": 0.5})
+    assert sorted(path.name for path in (tmp_path / "resume").iterdir()) == written
+    private = Path(worker.manager.directory)
+    assert private.is_dir() and not private.is_relative_to(tmp_path)
+
+    # Resuming, a worker reads the chief's checkpoint, not its own copy.
+    resumed = TrainingState(tmp_path, small_compiled_model(3), settings, chief=False)
+    assert resumed.restore() == (1, 0) and resumed.history == [{"epoch": 1, "accuracy": 0.5}]
+    for expected, got in zip(chief_model.get_weights(), resumed.manager.checkpoint.model.get_weights()):
+        np.testing.assert_array_equal(got, expected)
+
+    worker.remove()
+    assert not private.exists() and (tmp_path / "resume").is_dir()
+    chief.remove()
+    assert not (tmp_path / "resume").exists()
+    resumed.remove()
