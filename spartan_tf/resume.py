@@ -72,10 +72,10 @@ class TrainingState:
 
     def remove(self):
         """Delete what this process wrote: the resume point (chief) or its private copy (other workers)."""
-        if self._private is not None:
-            self._private.cleanup()
-        else:
+        if self.chief:
             shutil.rmtree(self.directory, ignore_errors=True)
+        else:
+            self._private.cleanup()
 
 
 class StopRequest:

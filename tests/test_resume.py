@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tf_keras
 
 from repo_paths import GLUE_SAMPLES, REPO
 from spartan_tf import train
@@ -105,8 +106,6 @@ def test_resume_needs_an_interrupted_run(tiny_model_dir, tmp_path, capsys):
 
 
 def small_compiled_model(seed):
-    import tf_keras
-
     tf_keras.utils.set_random_seed(seed)
     model = tf_keras.Sequential([tf_keras.Input(shape=(3,)), tf_keras.layers.Dense(2)])
     model.compile(optimizer=tf_keras.optimizers.Adam(0.1), loss="mse")
