@@ -125,7 +125,18 @@ def test_preset_reference_restores_the_papers_setting_and_explicit_flags_win():
     mixed = train.parse_args(["--task", "qnli", "--preset", "reference", "--value-scale", "3"])
     assert mixed.value_scale == 3.0 and mixed.lr_schedule == "linear"
     every_flag = {action.dest for action in train.build_parser()._actions}
-    assert set(PRESETS["reference"]) <= every_flag  # a preset names real flags only
+    assert all(set(preset) <= every_flag for preset in PRESETS.values())  # a preset names real flags only
+
+
+def test_preset_short_budget_is_the_measured_recipe_on_top_of_the_defaults():
+    short = train.parse_args(["--task", "qnli", "--preset", "short-budget"])
+    default = train.parse_args(["--task", "qnli"])
+    changed = {name for name, value in vars(short).items()
+               if name != "method_flags" and vars(default)[name] != value}  # method_flags: each parser's own actions
+    assert changed == {"preset", "memory_site", "query_norm", "learning_rate", "warmup_ratio"}
+    assert (short.memory_site, short.query_norm, short.learning_rate, short.warmup_ratio) == (
+        "feed-forward", True, 2e-3, 0.1)
+    assert train.parse_args(["--task", "qnli", "--preset", "short-budget", "--learning-rate", "1e-3"]).learning_rate == 1e-3
 
 
 def test_malformed_row_names_file_and_line(tmp_path, capsys):
