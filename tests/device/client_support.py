@@ -88,7 +88,8 @@ def run_client(*args, stdin=None, env=None, check_rc=None):
 
 
 def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    # JSON Lines end at "\n" only: str.splitlines() would also cut at \x85 or \u2028, valid inside a string
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
 
 
 def _convert(task_dirs: dict, out: Path, *flags) -> Path:
