@@ -52,3 +52,15 @@ def test_every_variant_names_a_known_method_and_spartan_rows_start_from_a_preset
             assert flags and "--preset" not in flags, name
         else:
             assert flags[:2] == ["--preset", "reference"], name
+
+
+def test_the_recipe_variant_is_what_preset_short_budget_sets():
+    """docs/results.md quotes the recipe's rows as the preset's: the two must not drift apart."""
+    from spartan_tf import train
+
+    def settings(argv):
+        return {name: value for name, value in vars(train.parse_args(["--task", "qnli", *argv])).items()
+                if name not in ("preset", "method_flags")}
+
+    assert settings(bench_ablation.RECIPE) == settings(["--preset", "short-budget"])
+    assert bench_ablation.VARIANTS["default+ffn-site+query-norm+lr-2e-3+warmup-10%"] == ("spartan", bench_ablation.RECIPE)
