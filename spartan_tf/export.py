@@ -110,9 +110,13 @@ def inference_memory(memory):
       Nothing is reshaped: a reshape with a dynamic length costs shape ops worth more than its data.
 
     Ties at the k-th largest parent logit keep more than k parents (the layer takes exactly k);
-    trained float32 keys make such ties vanishingly rare.
+    trained float32 keys make such ties vanishingly rare. ``memory`` None (a layer below
+    ``--first-memory-layer``): the identity.
     """
     import numpy as np
+
+    if memory is None:
+        return lambda hidden: hidden
 
     slots, top_k = memory.children_per_parent, memory.top_k
     parents = memory.parent_keys.shape[0]

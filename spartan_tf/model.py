@@ -13,7 +13,7 @@ class TaskModel(tf_keras.Model):
     How module i joins encoder layer i is the method's ``forward_layer`` (SPARTAN: the layer, then
     its memory, or with ``--memory-site feed-forward`` the memory inside it; adapters and LoRA: inside
     the layer). ``after_layers`` holds the modules, one per
-    encoder layer.
+    encoder layer (None for a layer the method leaves alone: SPARTAN's below ``--first-memory-layer``).
 
     Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``.
     Output: logits [B, num_outputs].
@@ -63,6 +63,8 @@ class TaskModel(tf_keras.Model):
                     named[f"backbone/{path}"] = variable
                     seen.add(id(variable))
         for layer in [*self.after_layers, self.head]:
+            if layer is None:
+                continue
             for variable in layer.weights:
                 if id(variable) in seen:
                     continue  # a backbone weight (full fine-tuning's modules are the encoder layers)

@@ -67,7 +67,9 @@ def task_tensors(model) -> dict:
     for index, module in enumerate(model.after_layers):
         prefix = f"layer_{index:02d}"
         name = model.method.name
-        if name == "spartan":
+        if name == "spartan" and module is None:  # no memory on this layer (--first-memory-layer)
+            tensors.update(identity_memory_tensors(prefix, model.method, model.backbone.hidden_size))
+        elif name == "spartan":
             slots = module.children_per_parent
             child_keys = module.child_keys.numpy() / module.temperature  # [E, C, H]; the temperature folded in
             # rows: the E parents, then the children slot-major (row E + c*E + e is parent e's child c)
@@ -94,6 +96,15 @@ def task_tensors(model) -> dict:
     tensors["head_classifier_kernel"] = head.classifier_kernel.numpy().T  # [N, H]
     tensors["head_classifier_bias"] = head.classifier_bias.numpy()  # [N]
     return {name: np.array(value, dtype=np.float32, order="C") for name, value in tensors.items()}
+
+
+def identity_memory_tensors(prefix: str, method, hidden_size: int) -> dict:
+    """The task tensors of a layer without a memory: zero keys and values, so the shared graph's memory
+    there adds exactly 0 to the hidden states (every child weighs alike, and every value is 0)."""
+    parents, children = method.num_parents, method.num_parents * method.children_per_parent
+    return {f"{prefix}_keys": np.zeros([parents + children, hidden_size], np.float32),
+            f"{prefix}_values": np.zeros([hidden_size, children], np.float32),
+            f"{prefix}_top_k": np.array([method.top_k], dtype=np.float32)}
 
 
 def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:

@@ -101,6 +101,10 @@ class Recording:
 def memory_layers(model):
     """The model's SparseMemory layers; SpartanError if its method has no parents."""
     layers = list(model.after_layers)
+    if any(layer is None for layer in layers):
+        first = next((index for index, layer in enumerate(layers) if layer is not None), len(layers))
+        raise SpartanError(f"this model has memories on encoder layers {first} and up only "
+                           "(--first-memory-layer); the analysis needs one on every layer")
     if not layers or not all(hasattr(layer, "parent_weights") and hasattr(layer, "select_parents") for layer in layers):
         raise SpartanError("this model's method has no parent cells to analyse (expected a SPARTAN model)")
     return layers

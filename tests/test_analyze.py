@@ -179,6 +179,17 @@ def test_record_refuses_a_model_without_parents(tiny_backbone):
         memory_layers(NoParents())
 
 
+def test_record_refuses_a_model_with_memories_on_some_layers_only(tiny_backbone):
+    """A model trained with --first-memory-layer has no parent weights to report on the layers below."""
+    from spartan_tf.methods.spartan import SpartanMethod
+    from spartan_tf.model import build_task_model
+    from spartan_tf.specialisation import memory_layers
+
+    model = build_task_model(tiny_backbone, SpartanMethod(num_parents=4, top_k=2, first_layer=1), 2, 0.1, seed=0)
+    with pytest.raises(SpartanError, match="memories on encoder layers 1 and up only"):
+        memory_layers(model)
+
+
 # --------------------------------------------------------------------------- scores
 
 

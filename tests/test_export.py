@@ -44,6 +44,8 @@ TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
                        "value_scale": 10.0, "output_gain": True, "center_values": True},  # folded into the task file's values
     "spartan_ffn": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                     "value_scale": 10.0, "center_values": True, "site": "feed-forward"},  # inside each layer
+    "spartan_top": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
+                    "value_scale": 10.0, "center_values": True, "first_layer": 1},  # no memory on layer 0
     "adapters": {"name": "adapters", "adapter_size": 8},
     "lora": {"name": "lora", "rank": 4, "alpha": 8.0},
     "full": {"name": "full"},
@@ -393,24 +395,51 @@ def test_mean_pooling_task_gets_a_graph_of_its_own(tmp_path, task_dirs, tiny_bac
         np.testing.assert_allclose(shared.logits(*padded), keras, atol=1e-4, rtol=1e-4)
 
 
+def shared_and_whole(tmp_path: Path, task: str, *model_dirs):
+    """Yields (form, bundle dir, runner of ``task``) for the tasks of ``model_dirs`` converted to float32
+    twice: shared (the default) and ``--whole``."""
+    from spartan_tf.parity import WholeBundle
+
+    for flags, form in ((["--float"], "shared"), (["--float", "--whole"], "whole")):
+        out = tmp_path / form
+        sources = [argument for model_dir in model_dirs for argument in ("--model-dir", model_dir)]
+        code, _, stderr = convert(*sources, "--output-dir", out, "--check-samples", CHECK, *flags)
+        assert code == 0, stderr
+        yield form, out, shared_bundle(out, task) if form == "shared" else WholeBundle(out / f"{task}.tflite")
+
+
 def test_memory_on_the_feed_forward_output_deploys_shared_and_whole(tmp_path, tiny_backbone):
     """A task whose memories sit inside the encoder layers (``--memory-site feed-forward``): a shared graph
     of its own layout beside nothing else, and a fused one-graph file, both with Keras' float32 numbers."""
     from spartan_tf import artifacts
-    from spartan_tf.parity import WholeBundle
 
     task_dir = save_tiny_task(tmp_path / "qnli-ffn", tiny_backbone, "qnli", seed=21, method_name="spartan_ffn")
     model = artifacts.load_trained(task_dir, backbone=tiny_backbone)[0]
     assert model.method.site == "feed-forward"
-    for flags, name in ((["--float"], "shared"), (["--float", "--whole"], "whole")):
-        out = tmp_path / name
-        code, _, stderr = convert("--model-dir", task_dir, "--output-dir", out, "--check-samples", CHECK, *flags)
-        assert code == 0, stderr
-        if name == "shared":
+    for form, out, graph in shared_and_whole(tmp_path, "qnli", task_dir):
+        if form == "shared":
             assert sorted(json.loads((out / "manifest.json").read_text())["graphs"]) == ["spartan-4x2f-cls"]
-            graph = shared_bundle(out, "qnli")
-        else:
-            graph = WholeBundle(out / "qnli.tflite")
+        for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+            keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+            np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+
+
+def test_memories_from_a_later_layer_deploy_on_the_same_shared_graph(tmp_path, task_dirs, tiny_backbone):
+    """A task with no memory on layer 0 (``--first-memory-layer 1``) joins the graph of the tasks that have
+    one on every layer: its layer-0 tensors are zeros (a memory that adds nothing), and the shared and the
+    fused forms compute Keras' numbers."""
+    from spartan_tf import artifacts
+
+    task_dir = save_tiny_task(tmp_path / "sst2-top", tiny_backbone, "sst2", seed=23, method_name="spartan_top")
+    model = artifacts.load_trained(task_dir, backbone=tiny_backbone)[0]
+    assert model.after_layers[0] is None and model.method.first_layer == 1
+    for form, out, graph in shared_and_whole(tmp_path, "sst2", task_dirs["qnli"], task_dir):
+        if form == "shared":
+            manifest = json.loads((out / "manifest.json").read_text())
+            assert sorted(manifest["graphs"]) == [GRAPH]  # one graph for both tasks
+            stored = np.load(out / manifest["tasks"]["sst2"]["file"])
+            assert not stored["layer_00_keys"].any() and not stored["layer_00_values"].any()
+            assert stored["layer_01_values"].any()
         for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
             keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
             np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)

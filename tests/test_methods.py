@@ -206,6 +206,39 @@ def test_a_feed_forward_memory_sits_before_the_layers_residual_and_layer_norm(ti
     assert np.abs(got.numpy() - tiny_backbone.layer(0, x, bias).numpy()).max() > 1e-2  # the memory does change it
 
 
+def test_memories_from_a_later_layer_leave_the_layers_below_as_the_backbone_has_them(tiny_backbone):
+    """--first-memory-layer 1: no memory (and no variable) on layer 0; the model computes what a model
+    with a memory on every layer computes when the layer-0 memory's values are zero (it adds nothing),
+    and a training step reaches every variable it has."""
+    top = build_task_model(tiny_backbone, dataclasses.replace(SMALL["spartan"], first_layer=1), 2, 0.1, seed=5)
+    every = build_task_model(tiny_backbone, SMALL["spartan"], 2, 0.1, seed=5)
+    assert top.after_layers[0] is None
+    assert sorted({key.split("/")[0] for key in top.named_task_weights()}) == ["head", "memory_01"]
+    randomise(top.trainable_weights, seed=11)
+    every.after_layers[0].child_values.assign(tf.zeros_like(every.after_layers[0].child_values))
+    every.after_layers[1].set_weights(top.after_layers[1].get_weights())
+    every.head.set_weights(top.head.get_weights())
+    inputs = features(tiny_backbone)
+    np.testing.assert_allclose(top(inputs).numpy(), every(inputs).numpy(), atol=1e-5)
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(top(inputs, training=True))
+    gradients = tape.gradient(loss, top.trainable_weights)
+    assert all(gradient is not None for gradient in gradients) and len(gradients) == len(top.named_task_weights())
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("-1", "--first-memory-layer -1: must be >= 0"),
+    ("2", "--first-memory-layer 2: the backbone has layers 0 to 1"),
+])
+def test_first_memory_layer_out_of_range_is_one_clear_line(flag, message, tiny_model_dir, capsys, tmp_path):
+    code = run_cli(train.main, ["--task", "qnli", "--data-dir", str(GLUE_SAMPLES), "--model", str(tiny_model_dir),
+                                "--output-dir", str(tmp_path / "o"), "--first-memory-layer", flag])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_lora_merged_weights_give_the_unmerged_logits(tiny_backbone):
     model = build_task_model(tiny_backbone, SMALL["lora"], 2, 0.1, seed=0)
     for layer in model.after_layers:

@@ -1,4 +1,5 @@
-"""SPARTAN: a two-level sparse memory after every encoder layer; the backbone stays frozen."""
+"""SPARTAN: a two-level sparse memory after every encoder layer (or every layer from
+``--first-memory-layer`` on); the backbone stays frozen."""
 
 import argparse
 from dataclasses import asdict, dataclass
@@ -12,7 +13,7 @@ SITES = ("layer", "feed-forward")
 
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
-                "output_gain": False, "center_values": False, "site": "layer"}
+                "output_gain": False, "center_values": False, "site": "layer", "first_layer": 0}
 
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting;
@@ -27,6 +28,7 @@ PRESETS = {
         "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
         "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
         "value_scale": 1.0, "output_gain": False, "center_values": False, "memory_site": "layer",
+        "first_memory_layer": 0,
     },
 }
 
@@ -50,6 +52,7 @@ class SpartanMethod:
     output_gain: bool = False
     center_values: bool = True
     site: str = "layer"
+    first_layer: int = 0
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -74,6 +77,8 @@ class SpartanMethod:
             raise SpartanError(f"--memory-path {self.path!r}: expected one of {PATHS}")
         if self.site not in SITES:
             raise SpartanError(f"--memory-site {self.site!r}: expected one of {SITES}")
+        if self.first_layer < 0:
+            raise SpartanError(f"--first-memory-layer {self.first_layer}: must be >= 0")
 
     @staticmethod
     def add_arguments(parser):
@@ -106,6 +111,9 @@ class SpartanMethod:
         group.add_argument("--memory-site", choices=SITES, default="layer",
                            help="after each encoder layer (layer, default, the paper's), or on the layer's "
                                 "feed-forward output before its residual and LayerNorm (feed-forward)")
+        group.add_argument("--first-memory-layer", type=int, default=0,
+                           help="memories on encoder layers N, N+1, ... only (0-based; default 0: every "
+                                "layer). Training then runs no backward pass below layer N, so it is faster")
 
     @classmethod
     def from_args(cls, args):
@@ -127,6 +135,7 @@ class SpartanMethod:
             output_gain=args.output_gain,
             center_values=args.center_values,
             site=args.memory_site,
+            first_layer=args.first_memory_layer,
         )
 
     @classmethod
@@ -141,7 +150,9 @@ class SpartanMethod:
 
     def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False):
         """Encoder layer ``index`` and its memory (on the layer's output, or on its feed-forward output
-        with site "feed-forward"): [B, S, H] -> [B, S, H]."""
+        with site "feed-forward"; none below ``first_layer``, where ``memory`` is None): [B, S, H] -> [B, S, H]."""
+        if memory is None:
+            return backbone.layer(index, hidden, attention_bias, dropout)
         if self.site == "feed-forward":
             from spartan_tf.bert_layer import encoder_layer
 
@@ -150,16 +161,20 @@ class SpartanMethod:
         return memory(backbone.layer(index, hidden, attention_bias, dropout), attention_mask=attention_mask)
 
     def layer_modules(self, backbone, seed: int):
-        """One SparseMemory per encoder layer, each with its own initialiser seed."""
+        """One SparseMemory per encoder layer from ``first_layer`` on, each with its own initialiser
+        seed; None for the layers below it."""
         from spartan_tf.memory import SparseMemory  # TensorFlow loads only once a model is built
 
+        if self.first_layer >= backbone.num_layers:
+            raise SpartanError(f"--first-memory-layer {self.first_layer}: the backbone has layers 0 to "
+                               f"{backbone.num_layers - 1}")
         return [
-            SparseMemory(
+            None if index < self.first_layer else SparseMemory(
                 num_parents=self.num_parents,
                 children_per_parent=self.children_per_parent,
                 top_k=self.top_k,
                 temperature=self.temperature,
-                balance_loss_weight=self.balance_loss_scale / backbone.num_layers,
+                balance_loss_weight=self.balance_loss_scale / (backbone.num_layers - self.first_layer),
                 path=self.path,
                 query_norm=self.query_norm,
                 key_initializer_range=self.key_init_std,
