@@ -437,9 +437,9 @@ def test_memories_from_a_later_layer_deploy_on_the_same_shared_graph(tmp_path, t
         if form == "shared":
             manifest = json.loads((out / "manifest.json").read_text())
             assert sorted(manifest["graphs"]) == [GRAPH]  # one graph for both tasks
-            stored = np.load(out / manifest["tasks"]["sst2"]["file"])
-            assert not stored["layer_00_keys"].any() and not stored["layer_00_values"].any()
-            assert stored["layer_01_values"].any()
+            with np.load(out / manifest["tasks"]["sst2"]["file"]) as stored:
+                assert not stored["layer_00_keys"].any() and not stored["layer_00_values"].any()
+                assert stored["layer_01_values"].any()
         for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
             keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
             np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
