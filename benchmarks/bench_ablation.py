@@ -93,6 +93,7 @@ VARIANTS = {
     "recipe+backbone-dropout": ("spartan", [*RECIPE, "--backbone-dropout"]),
     "recipe+top-k-16": ("spartan", [*RECIPE, "--top-k", "16"]),
     "recipe+temperature-4": ("spartan", [*RECIPE, "--temperature", "4"]),
+    "recipe+temperature-4+from-layer-2": ("spartan", [*RECIPE, "--temperature", "4", "--first-memory-layer", "2"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
     "default+lr-2e-3+warmup-10%": ("spartan", ["--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
