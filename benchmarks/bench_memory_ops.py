@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_memory_ops.py --model-dir models/qnli [--length 64] [--repeats 7]
 
-Converts layer 0's memory of a trained SPARTAN task into int8 TFLite files (one scale per tensor, as
+Converts the lowest memory of a trained SPARTAN task (layer 0's, or layer N's with
+``--first-memory-layer N``) into int8 TFLite files (one scale per tensor, as
 the bundle's task file) in two forms: the Keras layer's own dense path, and
 ``spartan_tf.export.inference_memory`` (what the bundle ships). A third file holds ``hidden + 1``
 alone: the cost of a signature call with no work. Each runs 300 random [1, length, H] inputs
@@ -42,7 +43,7 @@ def main(argv=None):
     model = artifacts.load_trained(args.model_dir)[0]
     if model.method.name != "spartan":
         sys.exit(f"error: --model-dir {args.model_dir}: a {model.method.name} task has no memories")
-    memory = model.after_layers[0]
+    layer_index, memory = next((index, memory) for index, memory in enumerate(model.after_layers) if memory is not None)
     hidden_size = memory.parent_keys.shape[-1]
     layer = SparseMemory.from_config({**memory.get_config(), "path": "dense", "balance_loss_weight": 0.0})
     layer.build(tf.TensorShape([None, None, hidden_size]))
@@ -72,7 +73,7 @@ def main(argv=None):
 
     rows = [{"form": label, "op_kinds": runners[label][2], "cpu_ms_per_call": round(statistics.median(t), 4),
              "all_passes": [round(x, 4) for x in t]} for label, t in times.items()]
-    print(f"memory_00 of {args.model_dir}, int8, 1 thread, [1, {args.length}, {hidden_size}] inputs; "
+    print(f"the memory of layer {layer_index} of {args.model_dir}, int8, 1 thread, [1, {args.length}, {hidden_size}] inputs; "
           f"median of {args.repeats} interleaved passes of 300 calls\n")
     print_table(["form", "operator kinds", "CPU ms per call"],
                 [[row["form"], row["op_kinds"], f"{row['cpu_ms_per_call']:.3f}"] for row in rows])
