@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -230,7 +231,9 @@ def main(argv=None):
                     run = train_run(method, task, args.data_dir, Path(scratch) / "model", *flags,
                                     "--seed", seed, "--epochs", args.epochs, "--max-train-samples", args.samples,
                                     "--max-eval-samples", args.eval_samples, *args.extra)
-                    runs[key] = {"command": f"--method {method} {' '.join(flags)}", **run}
+                    # When each run ended: "machine" holds only the last invocation's date, and runs merge.
+                    finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                    runs[key] = {"command": f"--method {method} {' '.join(flags)}", **run, "finished": finished}
                     score = primary(run, task)
                     print(f"   {run['error'] if score is None else f'{score:.4f}'} ({run['wall_seconds']} s)", flush=True)
                     save()
