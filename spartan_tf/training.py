@@ -59,11 +59,21 @@ def count(variables) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
 
+def default_backbone_dropout(method, total_steps: int) -> bool:
+    """Whether the frozen backbone runs its dropouts in a run of ``total_steps`` optimizer steps when
+    neither ``--backbone-dropout`` nor ``--no-backbone-dropout`` is given: from the method's
+    ``backbone_dropout_from_steps`` on (SPARTAN: 500), never for a method without one."""
+    threshold = method.backbone_dropout_from_steps
+    return threshold is not None and total_steps >= threshold
+
+
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
                max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info,
                resume=False, checkpoint_every=50):
     """Train and save one task; returns the final dev metrics.
+
+    ``backbone_dropout`` None takes the method's default for the run's length (default_backbone_dropout).
 
     ``resume`` continues an interrupted run from ``out_dir/resume``; a resume checkpoint is written
     every ``checkpoint_every`` steps, at each epoch's end, and when SIGINT asks training to stop.
@@ -72,11 +82,13 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     replicas = strategy.num_replicas_in_sync
     global_batch = distribute.global_batch_size(batch_size, replicas, per_replica_batch)
     tf_keras.utils.set_random_seed(seed)
+    steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
+    total_steps = epochs * steps_per_epoch
+    if backbone_dropout is None:
+        backbone_dropout = default_backbone_dropout(method, total_steps)
     with strategy.scope():
         backbone = Backbone.load(model_name)
         model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed, pooling, backbone_dropout)
-        steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
-        total_steps = epochs * steps_per_epoch
         warmup_steps = min(round(warmup_ratio * total_steps), total_steps - 1)  # the last step always trains
         schedule = WarmupSchedule(learning_rate, total_steps, warmup_steps, lr_schedule)
         model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=make_loss(task))
@@ -100,7 +112,8 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         f"task {task.name} ({task.problem_type}, {len(train_examples)} train / {len(dev_examples)} dev examples); "
         f"method {method.name}; backbone {backbone.name}\n"
         f"strategy {distribute.describe(strategy)}; global batch {global_batch} "
-        f"({global_batch // replicas} per replica); learning rate {learning_rate:g}\n"
+        f"({global_batch // replicas} per replica); learning rate {learning_rate:g}; {total_steps} steps; "
+        f"backbone dropout {'on' if backbone_dropout else 'off'}\n"
         f"parameters: {trainable:,} trainable of {trainable + frozen:,} total "
         f"({100 * trainable / (trainable + frozen):.2f}%; {frozen:,} backbone parameters frozen)",
         flush=True,

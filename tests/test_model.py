@@ -39,6 +39,17 @@ def test_memories_with_zero_values_leave_the_backbone_output_unchanged(tiny_back
     np.testing.assert_allclose(model.encode(features).numpy()[mask], reference[mask], atol=1e-5)
 
 
+def test_the_backbones_dropout_runs_in_training_only_and_only_when_asked(tiny_backbone):
+    features = batch(tiny_backbone, PAIRS)
+    mask = features["attention_mask"].astype(bool)
+    method = SpartanMethod(num_parents=4, top_k=2)
+    for backbone_dropout in (False, True):
+        model = build_task_model(tiny_backbone, method, 2, 0.0, seed=0, backbone_dropout=backbone_dropout)
+        inference = model.encode(features, training=False).numpy()[mask]
+        training = model.encode(features, training=True).numpy()[mask]
+        assert np.allclose(training, inference, atol=1e-5) != backbone_dropout
+
+
 def test_memory_sits_after_every_layer_with_a_residual(tiny_backbone):
     model = build_task_model(tiny_backbone, SpartanMethod(num_parents=4, top_k=2), 2, 0.0, seed=0)
     features = batch(tiny_backbone, PAIRS[:1])
