@@ -18,7 +18,7 @@ SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.0
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting;
 # "short-budget" is the recipe that learns faster in runs of a few hundred steps and slower in longer
-# ones (docs/results.md: five tasks at 188 steps, few-shot at 130, QNLI at 644).
+# ones (docs/results.md: five tasks at 189 steps, few-shot at 130, QNLI at 644).
 PRESETS = {
     "short-budget": {
         "memory_site": "feed-forward", "query_norm": True, "learning_rate": 2e-3, "warmup_ratio": 0.1,
@@ -56,7 +56,7 @@ class SpartanMethod:
 
     name = "spartan"
     default_learning_rate = 1e-3
-    # The backbone's dropout cost the memories at 130 and 188 steps and gained at 644 and 1,931
+    # The backbone's dropout cost the memories at 130 and 189 steps and gained at 644 and 1,932
     # (docs/results.md, "The backbone's dropout at the long budgets"); where between it turns is not measured.
     backbone_dropout_from_steps = 500
     trains_backbone = False
