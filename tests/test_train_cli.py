@@ -147,7 +147,7 @@ def test_the_backbones_dropout_follows_the_runs_length_unless_a_flag_says():
     assert train.parse_args(["--task", "qnli", "--no-backbone-dropout"]).backbone_dropout is False
     assert train.parse_args(["--task", "qnli", "--backbone-dropout"]).backbone_dropout is True
     spartan = SpartanMethod()
-    assert [default_backbone_dropout(spartan, steps) for steps in (188, 499, 500, 644)] == [False, False, True, True]
+    assert [default_backbone_dropout(spartan, steps) for steps in (189, 499, 500, 644)] == [False, False, True, True]
     assert not any(default_backbone_dropout(get_method(name)(), 10**6) for name in ("adapters", "lora", "full"))
 
 
