@@ -28,8 +28,7 @@ from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
 from spartan_tf.tasks import GLUE_TASK_NAMES, get_task  # noqa: E402
 
 # name -> (method, train flags). "reference" is the paper's setting (the reference code's defaults);
-# "default" is what ``python -m spartan_tf.train`` does with no recipe flags (without the backbone's
-# dropout while --samples x --epochs / 16 stays under 500 steps, as every budget measured here did). Every other SPARTAN row
+# "default" is what ``python -m spartan_tf.train`` does with no recipe flags. Every other SPARTAN row
 # changes the reference in one respect, unless its name joins several with "+"; a "default+..." row
 # changes the default. "vs10+mean-pool" is the default before --center-values (2026-12-02 afternoon).
 OLD_DEFAULT = ["--preset", "reference", "--value-scale", "10", "--pooling", "mean"]

@@ -47,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_group.add_argument("--epochs", type=int, default=3)
     train_group.add_argument("--seed", type=int, default=42)
     train_group.add_argument("--head-dropout", type=float, default=0.1)
-    train_group.add_argument("--backbone-dropout", action=argparse.BooleanOptionalAction,
-                             help="run the frozen backbone's own dropouts while training (default: SPARTAN "
-                                  "in runs of 500 steps or more, where they gained; off otherwise)")
+    train_group.add_argument("--backbone-dropout", action=argparse.BooleanOptionalAction, default=False,
+                             help="run the frozen backbone's own dropouts while training (default: off)")
     train_group.add_argument("--pooling", choices=("cls", "mean"), default="mean",
                              help="what the head reads: the mean of the real tokens (default; how the shipped "
                                   "backbone was trained) or the first token (cls, BERT's pooler)")

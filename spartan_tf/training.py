@@ -59,21 +59,11 @@ def count(variables) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
 
-def default_backbone_dropout(method, total_steps: int) -> bool:
-    """Whether the frozen backbone runs its dropouts in a run of ``total_steps`` optimizer steps when
-    neither ``--backbone-dropout`` nor ``--no-backbone-dropout`` is given: from the method's
-    ``backbone_dropout_from_steps`` on (SPARTAN: 500), never for a method without one."""
-    threshold = method.backbone_dropout_from_steps
-    return threshold is not None and total_steps >= threshold
-
-
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
                max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info,
                resume=False, checkpoint_every=50):
     """Train and save one task; returns the final dev metrics.
-
-    ``backbone_dropout`` None takes the method's default for the run's length (default_backbone_dropout).
 
     ``resume`` continues an interrupted run from ``out_dir/resume``; a resume checkpoint is written
     every ``checkpoint_every`` steps, at each epoch's end, and when SIGINT asks training to stop.
@@ -84,8 +74,6 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     tf_keras.utils.set_random_seed(seed)
     steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
     total_steps = epochs * steps_per_epoch
-    if backbone_dropout is None:
-        backbone_dropout = default_backbone_dropout(method, total_steps)
     with strategy.scope():
         backbone = Backbone.load(model_name)
         model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed, pooling, backbone_dropout)

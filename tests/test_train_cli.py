@@ -13,9 +13,7 @@ import pytest
 from repo_paths import GLUE_SAMPLES, REPO
 from spartan_tf import evaluate, train
 from spartan_tf.errors import run_cli
-from spartan_tf.methods import get_method
-from spartan_tf.methods.spartan import PRESETS, SpartanMethod
-from spartan_tf.training import default_backbone_dropout
+from spartan_tf.methods.spartan import PRESETS
 
 
 def run(module, argv, capsys):
@@ -54,7 +52,7 @@ def test_training_writes_a_complete_small_model(trained_qnli, tiny_model_dir):
                                 "center_values": True, "site": "layer", "first_layer": 0}
     assert config["head"] == {"dropout": 0.1, "pooling": "mean"}
     assert config["training"]["lr_schedule"] == "linear" and config["training"]["warmup_ratio"] == 0.0
-    assert config["training"]["backbone_dropout"] is False  # 4 steps: below SPARTAN's 500
+    assert config["training"]["backbone_dropout"] is False  # the default: the backbone runs without dropout
     assert config["backbone"]["model"] == str(tiny_model_dir)
     assert config["backbone"]["fingerprint"].startswith("sha256:")
     assert config["max_seq_length"] == 128 and config["training"]["train_examples"] == 32
@@ -140,15 +138,6 @@ def test_preset_short_budget_is_the_measured_recipe_on_top_of_the_defaults():
     assert (short.memory_site, short.query_norm, short.learning_rate, short.warmup_ratio) == (
         "feed-forward", True, 2e-3, 0.1)
     assert train.parse_args(["--task", "qnli", "--preset", "short-budget", "--learning-rate", "1e-3"]).learning_rate == 1e-3
-
-
-def test_the_backbones_dropout_follows_the_runs_length_unless_a_flag_says():
-    assert train.parse_args(["--task", "qnli"]).backbone_dropout is None  # decided once the steps are known
-    assert train.parse_args(["--task", "qnli", "--no-backbone-dropout"]).backbone_dropout is False
-    assert train.parse_args(["--task", "qnli", "--backbone-dropout"]).backbone_dropout is True
-    spartan = SpartanMethod()
-    assert [default_backbone_dropout(spartan, steps) for steps in (189, 499, 500, 644)] == [False, False, True, True]
-    assert not any(default_backbone_dropout(get_method(name)(), 10**6) for name in ("adapters", "lora", "full"))
 
 
 def test_malformed_row_names_file_and_line(tmp_path, capsys):

@@ -3,8 +3,6 @@
 A method is a small frozen dataclass with:
     name                           the CLI name (``--method``)
     default_learning_rate          used when ``--learning-rate`` is not given
-    backbone_dropout_from_steps    without ``--[no-]backbone-dropout``, the frozen backbone runs its own
-                                   dropouts in runs of at least this many steps (None: never)
     trains_backbone                True if the backbone's own weights train (full fine-tuning): the task
                                    model then unfreezes, tracks and saves them (see spartan_tf.model)
     add_arguments(parser)          its hyperparameter flags (every method's go on one parser: no clashes)

@@ -28,7 +28,6 @@ class AdapterMethod:
 
     name = "adapters"
     default_learning_rate = 1e-3
-    backbone_dropout_from_steps = None
     trains_backbone = False
 
     def __post_init__(self):

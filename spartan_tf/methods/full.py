@@ -16,7 +16,6 @@ class FullFineTuning:
 
     name = "full"
     default_learning_rate = 2e-5
-    backbone_dropout_from_steps = None
     trains_backbone = True
 
     @staticmethod

@@ -25,7 +25,6 @@ class LoraMethod:
 
     name = "lora"
     default_learning_rate = 5e-4
-    backbone_dropout_from_steps = None
     trains_backbone = False
 
     def __post_init__(self):

@@ -56,9 +56,6 @@ class SpartanMethod:
 
     name = "spartan"
     default_learning_rate = 1e-3
-    # The backbone's dropout cost the memories at 130 and 189 steps and gained at 644 and 1,932
-    # (docs/results.md, "The backbone's dropout at the long budgets"); where between it turns is not measured.
-    backbone_dropout_from_steps = 500
     trains_backbone = False
 
     def __post_init__(self):
