@@ -72,11 +72,11 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     replicas = strategy.num_replicas_in_sync
     global_batch = distribute.global_batch_size(batch_size, replicas, per_replica_batch)
     tf_keras.utils.set_random_seed(seed)
-    steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
-    total_steps = epochs * steps_per_epoch
     with strategy.scope():
         backbone = Backbone.load(model_name)
         model = build_task_model(backbone, method, task.num_outputs, head_dropout, seed, pooling, backbone_dropout)
+        steps_per_epoch = int(np.ceil(len(train_examples) / global_batch))
+        total_steps = epochs * steps_per_epoch
         warmup_steps = min(round(warmup_ratio * total_steps), total_steps - 1)  # the last step always trains
         schedule = WarmupSchedule(learning_rate, total_steps, warmup_steps, lr_schedule)
         model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=make_loss(task))
