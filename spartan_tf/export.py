@@ -173,7 +173,7 @@ def fused_signatures(backbone, model, max_length: int, length: int | None = None
 
         def run_layer(index, hidden, bias, attention_mask):
             return model.method.forward_layer(backbone, index, hidden, bias, attention_mask,
-                                              lambda h, attention_mask=None: memories[index](h))
+                                              lambda h, attention_mask=None, training=None: memories[index](h))
         return _one_graph(backbone, model, max_length, length, run_layer)
     pieces = {**backbone_signatures(backbone, max_length, length), **task_signatures(model, length)}
 

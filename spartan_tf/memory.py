@@ -27,7 +27,9 @@ Options beyond the paper's formulas (training recipes; see docs/results.md for w
   shortcut that all children learn together. The gradient of each stored
   value is then ``(w_j - mean_i w_i) * g`` instead of ``w_j * g``: while the routing is still near
   uniform, the common part of the gradient (what every child would learn alike), which Adam would
-  otherwise amplify to full-size steps, is gone. It folds into the values for export.
+  otherwise amplify to full-size steps, is gone. It folds into the values for export;
+- ``dropout``: dropout on the memory's output ``m`` in training (the residual ``h`` is kept whole), as
+  a Transformer drops a sublayer's output before its residual; nothing changes at inference.
 
 Two paths compute the same numbers:
 - ``"sparse"`` gathers only the k chosen parents' children: [B, S, k, C, H] work;
@@ -67,11 +69,13 @@ class SparseMemory(tf_keras.layers.Layer):
         value_scale: the constant the stored values are multiplied by when read (see above).
         output_gain: learn a gain per hidden unit on the memory's output (see above).
         center_values: read the values minus their mean over all children (see above).
+        dropout: rate of the dropout on the memory's output in training (see above).
         seed: seed of the initialisers; give every layer its own.
 
     Call:
         inputs: hidden states [B, S, H].
         attention_mask: optional [B, S], 1 for real tokens; used only by the balance loss.
+        training: whether the dropout runs.
     Returns:
         [B, S, H]: ``inputs + memory_output``.
     """
@@ -90,6 +94,7 @@ class SparseMemory(tf_keras.layers.Layer):
         value_scale=1.0,
         output_gain=False,
         center_values=False,
+        dropout=0.0,
         seed=None,
         **kwargs,
     ):
@@ -104,6 +109,8 @@ class SparseMemory(tf_keras.layers.Layer):
             raise ValueError("key_initializer_range must be > 0 and value_initializer_range >= 0")
         if value_scale <= 0:
             raise ValueError(f"value_scale must be > 0, got {value_scale}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         self.num_parents = num_parents
@@ -118,7 +125,9 @@ class SparseMemory(tf_keras.layers.Layer):
         self.value_scale = value_scale
         self.output_gain = output_gain
         self.center_values = center_values
+        self.dropout = dropout
         self.seed = seed
+        self.output_dropout = tf_keras.layers.Dropout(dropout, seed=None if seed is None else seed + 3)
 
     def _initializer(self, offset, stddev):
         if stddev == 0:
@@ -174,7 +183,7 @@ class SparseMemory(tf_keras.layers.Layer):
         chosen = tf.one_hot(top_indices, self.num_parents, dtype=hidden.dtype)  # [B, S, k, E]
         return tf.einsum("bsk,bske->bse", top_weights, chosen)
 
-    def call(self, inputs, attention_mask=None):
+    def call(self, inputs, attention_mask=None, training=None):
         # tf.expand_dims rather than [..., None] below: TFLite has no built-in op for a slice that adds axes.
         hidden = inputs
         query = self.query(hidden)
@@ -196,6 +205,8 @@ class SparseMemory(tf_keras.layers.Layer):
             memory = tf.einsum("bsec,ech->bsh", weights, self.values())
             if self.balance_loss_weight > 0:
                 self._add_balance_loss(parent_weights, attention_mask)
+        if self.dropout > 0:
+            memory = self.output_dropout(memory, training=training)
         return hidden + memory
 
     def _add_balance_loss(self, parent_weights, attention_mask):
@@ -233,6 +244,7 @@ class SparseMemory(tf_keras.layers.Layer):
             value_scale=self.value_scale,
             output_gain=self.output_gain,
             center_values=self.center_values,
+            dropout=self.dropout,
             seed=self.seed,
         )
         return config

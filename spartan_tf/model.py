@@ -45,7 +45,7 @@ class TaskModel(tf_keras.Model):
         hidden = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"], dropout)
         bias = self.backbone.attention_bias(mask, hidden.dtype)
         for index, module in enumerate(self.after_layers):
-            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, module, dropout)
+            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, module, dropout, training)
         return hidden
 
     def call(self, inputs, training=None):

@@ -128,9 +128,9 @@ def _forward_fn(model):
         for index, memory in enumerate(memories):
             read = []  # what the memory reads: the layer's output, or its feed-forward output (the method's site)
 
-            def run_memory(memory_input, attention_mask=None, memory=memory, read=read):
+            def run_memory(memory_input, attention_mask=None, training=None, memory=memory, read=read):
                 read.append(memory_input)
-                return memory(memory_input, attention_mask=attention_mask)
+                return memory(memory_input, attention_mask=attention_mask, training=training)
             hidden = model.method.forward_layer(backbone, index, hidden, bias, mask, run_memory)
             parent_weights = memory.parent_weights(read[0])  # [B, S, E]
             _, top_indices = memory.select_parents(memory.query(read[0]))  # [B, S, k]

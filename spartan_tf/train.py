@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="after the warm-up: linear decay to 0 (default) or constant")
     train_group.add_argument("--warmup-ratio", type=float, default=0.0,
                              help="fraction of the steps spent warming up linearly from 0 (default 0)")
+    train_group.add_argument("--clip-norm", type=float,
+                             help="clip the gradients to this global norm before each step (default: no clipping)")
+    train_group.add_argument("--weight-decay", type=float,
+                             help="decoupled weight decay (AdamW) of the method's weights, not the head's: each step "
+                                  "shrinks them by the learning rate times this (default: none)")
     train_group.add_argument("--batch-size", type=int, default=16,
                              help="examples per replica and step (default 16); see --per-replica-batch")
     train_group.add_argument("--epochs", type=int, default=3)
@@ -98,6 +103,9 @@ def check_numbers(args):
         raise SpartanError("--tpu is only for --strategy tpu")
     if not 0 <= args.warmup_ratio < 1:
         raise SpartanError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
+    for flag, value in (("--clip-norm", args.clip_norm), ("--weight-decay", args.weight_decay)):
+        if value is not None and value <= 0:
+            raise SpartanError(f"{flag} {value}: must be > 0")
     if not 0 <= args.head_dropout < 1:
         raise SpartanError(f"--head-dropout {args.head_dropout}: must be in [0, 1)")
 
@@ -151,6 +159,7 @@ def main(argv=None):
         max_seq_length=args.max_seq_length, head_dropout=args.head_dropout, pooling=args.pooling,
         backbone_dropout=args.backbone_dropout,
         lr_schedule=args.lr_schedule, warmup_ratio=args.warmup_ratio,
+        clip_norm=args.clip_norm, weight_decay=args.weight_decay,
         run_info={"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples},
         resume=args.resume, checkpoint_every=args.checkpoint_every,
     )

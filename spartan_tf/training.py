@@ -55,6 +55,16 @@ def make_loss(task):
     return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def make_optimizer(schedule, clip_norm=None, weight_decay=None, not_decayed=()):
+    """Adam; with ``clip_norm`` the gradients are first clipped to that global norm (after they are summed
+    over replicas), with ``weight_decay`` every variable but ``not_decayed`` shrinks by
+    ``learning rate * weight_decay`` of itself each step (decoupled, as AdamW)."""
+    optimizer = tf_keras.optimizers.Adam(schedule, global_clipnorm=clip_norm, weight_decay=weight_decay)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_list=list(not_decayed))
+    return optimizer
+
+
 def count(variables) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
@@ -62,6 +72,7 @@ def count(variables) -> int:
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
                max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info,
+               clip_norm=None, weight_decay=None,
                resume=False, checkpoint_every=50):
     """Train and save one task; returns the final dev metrics.
 
@@ -79,7 +90,8 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         total_steps = epochs * steps_per_epoch
         warmup_steps = min(round(warmup_ratio * total_steps), total_steps - 1)  # the last step always trains
         schedule = WarmupSchedule(learning_rate, total_steps, warmup_steps, lr_schedule)
-        model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=make_loss(task))
+        optimizer = make_optimizer(schedule, clip_norm, weight_decay, not_decayed=model.head.trainable_weights)
+        model.compile(optimizer=optimizer, loss=make_loss(task))
     tokenizer = backbone.tokenizer(max_seq_length)
     encoded = data.encode(tokenizer, train_examples)
     labels = [example.label for example in train_examples]
@@ -109,6 +121,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
 
     settings = {"task": task.name, "method": method.to_dict(), "model": model_name, "data": source.to_dict(),
                 "learning_rate": learning_rate, "lr_schedule": lr_schedule, "warmup_ratio": warmup_ratio,
+                "clip_norm": clip_norm, "weight_decay": weight_decay,
                 "global_batch_size": global_batch, "epochs": epochs, "seed": seed,
                 "max_seq_length": max_seq_length, "head_dropout": head_dropout, "pooling": pooling,
                 "backbone_dropout": backbone_dropout,
@@ -175,6 +188,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         "max_seq_length": max_seq_length,
         "training": {
             "learning_rate": learning_rate, "lr_schedule": lr_schedule, "warmup_ratio": warmup_ratio,
+            "clip_norm": clip_norm, "weight_decay": weight_decay,
             "backbone_dropout": backbone_dropout, "global_batch_size": global_batch, "replicas": replicas,
             "strategy": strategy_name, "epochs": epochs, "seed": seed,
             "train_examples": len(train_examples), **run_info,

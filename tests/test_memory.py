@@ -161,6 +161,20 @@ def test_center_values_reads_the_values_minus_their_mean_over_all_children(path)
     np.testing.assert_allclose(tape.gradient(loss, uniform.child_values).numpy(), 0.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_dropout_drops_the_memory_output_in_training_and_keeps_the_residual_whole(path):
+    h, P, K, V = random_case(seed=10, S=40)
+    expected, _ = numpy_memory(h, P, K, V, 3, 1.6)
+    layer = loaded_memory(P, K, V, 3, 1.6, path, dropout=0.25, seed=5)
+    hidden = tf.constant(h, tf.float32)
+    np.testing.assert_allclose(layer(hidden).numpy(), expected, rtol=1e-5, atol=1e-5)  # inference: no dropout
+    memory = expected - h
+    added = layer(hidden, training=True).numpy() - h  # each unit of m is dropped, or kept and scaled by 1 / 0.75
+    dropped = np.isclose(added, 0.0, atol=1e-5)
+    np.testing.assert_allclose(added[~dropped], memory[~dropped] / 0.75, rtol=1e-4, atol=1e-4)
+    assert 0.15 < dropped.mean() < 0.35
+
+
 def test_initial_scales_of_keys_and_values():
     """value_initializer_range is the std of the values as read (after value_scale); 0 gives zeros."""
     layer = SparseMemory(num_parents=16, children_per_parent=4, top_k=2, key_initializer_range=0.05,
@@ -177,8 +191,8 @@ def test_initial_scales_of_keys_and_values():
 def test_get_config_round_trip_and_registered_name():
     layer = SparseMemory(num_parents=5, children_per_parent=2, top_k=2, temperature=0.7,
                          balance_loss_weight=0.1, path="sparse", query_norm=True, key_initializer_range=0.05,
-                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, center_values=True, seed=11,
-                         name="memory_03")
+                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, center_values=True, dropout=0.2,
+                         seed=11, name="memory_03")
     hidden = tf.random.stateless_normal((2, 3, 10), seed=(1, 2))
     out = layer(hidden)
     config = layer.get_config()
@@ -211,6 +225,7 @@ def test_seeds_give_distinct_reproducible_initial_weights():
     ({"top_k": 0}, "top_k"), ({"top_k": 17}, "top_k"), ({"temperature": 0}, "temperature"),
     ({"path": "fast"}, "path"), ({"children_per_parent": 0}, "children_per_parent"),
     ({"key_initializer_range": 0}, "key_initializer_range"), ({"value_scale": 0}, "value_scale"),
+    ({"dropout": 1.0}, "dropout"),
 ])
 def test_rejects_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

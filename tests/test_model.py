@@ -50,6 +50,18 @@ def test_the_backbones_dropout_runs_in_training_only_and_only_when_asked(tiny_ba
         assert np.allclose(training, inference, atol=1e-5) != backbone_dropout
 
 
+def test_the_memories_dropout_reaches_every_memory_in_training_only(tiny_backbone):
+    """--memory-dropout: the model passes training down to each memory, which drops its own output."""
+    features = batch(tiny_backbone, PAIRS)
+    mask = features["attention_mask"].astype(bool)
+    model = build_task_model(tiny_backbone, SpartanMethod(num_parents=4, top_k=2, value_init_std=1.0,
+                                                          memory_dropout=0.5), 2, 0.0, seed=0)
+    assert [memory.dropout for memory in model.after_layers] == [0.5] * len(model.after_layers)
+    inference = model.encode(features, training=False).numpy()[mask]
+    np.testing.assert_array_equal(model.encode(features).numpy()[mask], inference)
+    assert not np.allclose(model.encode(features, training=True).numpy()[mask], inference, atol=1e-3)
+
+
 def test_memory_sits_after_every_layer_with_a_residual(tiny_backbone):
     model = build_task_model(tiny_backbone, SpartanMethod(num_parents=4, top_k=2), 2, 0.0, seed=0)
     features = batch(tiny_backbone, PAIRS[:1])

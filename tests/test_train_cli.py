@@ -49,10 +49,11 @@ def test_training_writes_a_complete_small_model(trained_qnli, tiny_model_dir):
                                 "temperature": 1.6, "balance_loss_scale": 0.0, "path": "dense",
                                 "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
                                 "value_scale": 10.0, "output_gain": False,
-                                "center_values": True, "site": "layer", "first_layer": 0}
+                                "center_values": True, "site": "layer", "first_layer": 0, "memory_dropout": 0.0}
     assert config["head"] == {"dropout": 0.1, "pooling": "mean"}
     assert config["training"]["lr_schedule"] == "linear" and config["training"]["warmup_ratio"] == 0.0
     assert config["training"]["backbone_dropout"] is False  # the default: the backbone runs without dropout
+    assert config["training"]["clip_norm"] is None and config["training"]["weight_decay"] is None
     assert config["backbone"]["model"] == str(tiny_model_dir)
     assert config["backbone"]["fingerprint"].startswith("sha256:")
     assert config["max_seq_length"] == 128 and config["training"]["train_examples"] == 32
@@ -108,6 +109,9 @@ def test_evaluate_refuses_a_backbone_with_another_fingerprint(trained_qnli, othe
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--epochs", "0"], "--epochs 0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--warmup-ratio", "1"], "--warmup-ratio 1.0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--value-scale", "0"], "--value-scale 0.0"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--memory-dropout", "1"], "--memory-dropout 1.0: must be in [0, 1)"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--clip-norm", "0"], "--clip-norm 0.0: must be > 0"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--weight-decay", "-1"], "--weight-decay -1.0: must be > 0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--method", "adapters", "--preset", "reference"],
      "--preset reference is a SPARTAN recipe"),
 ])

@@ -9,8 +9,9 @@ A method is a small frozen dataclass with:
     from_args(args) / from_dict(d) build it from flags or from a saved config
     to_dict()                      its hyperparameters, saved in the task config
     layer_modules(backbone, seed)  one trainable Keras layer per encoder layer (the task model tracks them)
-    forward_layer(backbone, index, hidden, attention_bias, attention_mask, module) -> hidden [B, S, H]:
-                                   how encoder layer ``index`` runs together with its module
+    forward_layer(backbone, index, hidden, attention_bias, attention_mask, module, dropout, training)
+                                   -> hidden [B, S, H]: how encoder layer ``index`` runs together with
+                                   its module (``dropout``: the backbone's; ``training``: the module's)
 
     spartan   memories between the layers (spartan.py)        adapters  bottlenecks inside them (adapters.py)
     lora      low-rank query/value updates (lora.py)          full      the whole backbone trains (full.py)

@@ -37,6 +37,6 @@ class FullFineTuning:
         """The backbone's own encoder layers: they hold what trains in each layer."""
         return list(backbone.bert.encoder.layer)
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, layer, dropout=False):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, layer, dropout=False, training=None):
         """Encoder layer ``index`` as pretrained (its weights training): [B, S, H] -> [B, S, H]."""
         return backbone.layer(index, hidden, attention_bias, dropout)

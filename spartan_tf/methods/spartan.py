@@ -13,7 +13,8 @@ SITES = ("layer", "feed-forward")
 
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
-                "output_gain": False, "center_values": False, "site": "layer", "first_layer": 0}
+                "output_gain": False, "center_values": False, "site": "layer", "first_layer": 0,
+                "memory_dropout": 0.0}
 
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting;
@@ -28,7 +29,7 @@ PRESETS = {
         "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
         "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
         "value_scale": 1.0, "output_gain": False, "center_values": False, "memory_site": "layer",
-        "first_memory_layer": 0,
+        "first_memory_layer": 0, "memory_dropout": 0.0,
     },
 }
 
@@ -53,6 +54,7 @@ class SpartanMethod:
     center_values: bool = True
     site: str = "layer"
     first_layer: int = 0
+    memory_dropout: float = 0.0
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -79,6 +81,8 @@ class SpartanMethod:
             raise SpartanError(f"--memory-site {self.site!r}: expected one of {SITES}")
         if self.first_layer < 0:
             raise SpartanError(f"--first-memory-layer {self.first_layer}: must be >= 0")
+        if not 0 <= self.memory_dropout < 1:
+            raise SpartanError(f"--memory-dropout {self.memory_dropout}: must be in [0, 1)")
 
     @staticmethod
     def add_arguments(parser):
@@ -108,6 +112,8 @@ class SpartanMethod:
         group.add_argument("--center-values", action=argparse.BooleanOptionalAction, default=True,
                            help="read the values minus their mean over all children, so that the memory "
                                 "has no bias channel (default: on; the reference code's is off)")
+        group.add_argument("--memory-dropout", type=float, default=0.0,
+                           help="dropout on each memory's output while training (default 0: none)")
         group.add_argument("--memory-site", choices=SITES, default="layer",
                            help="after each encoder layer (layer, default, the paper's), or on the layer's "
                                 "feed-forward output before its residual and LayerNorm (feed-forward)")
@@ -136,6 +142,7 @@ class SpartanMethod:
             center_values=args.center_values,
             site=args.memory_site,
             first_layer=args.first_memory_layer,
+            memory_dropout=args.memory_dropout,
         )
 
     @classmethod
@@ -148,17 +155,21 @@ class SpartanMethod:
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False,
+                      training=None):
         """Encoder layer ``index`` and its memory (on the layer's output, or on its feed-forward output
-        with site "feed-forward"; none below ``first_layer``, where ``memory`` is None): [B, S, H] -> [B, S, H]."""
+        with site "feed-forward"; none below ``first_layer``, where ``memory`` is None): [B, S, H] -> [B, S, H].
+        ``dropout``: the backbone's own dropouts; ``training``: the memory's (``memory_dropout``)."""
         if memory is None:
             return backbone.layer(index, hidden, attention_bias, dropout)
         if self.site == "feed-forward":
             from spartan_tf.bert_layer import encoder_layer
 
             return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
-                                 after_output=lambda h: memory(h, attention_mask=attention_mask), dropout=dropout)
-        return memory(backbone.layer(index, hidden, attention_bias, dropout), attention_mask=attention_mask)
+                                 after_output=lambda h: memory(h, attention_mask=attention_mask, training=training),
+                                 dropout=dropout)
+        return memory(backbone.layer(index, hidden, attention_bias, dropout), attention_mask=attention_mask,
+                      training=training)
 
     def layer_modules(self, backbone, seed: int):
         """One SparseMemory per encoder layer from ``first_layer`` on, each with its own initialiser
@@ -182,6 +193,7 @@ class SpartanMethod:
                 value_scale=self.value_scale,
                 output_gain=self.output_gain,
                 center_values=self.center_values,
+                dropout=self.memory_dropout,
                 seed=seed + 10 * index,
                 name=f"memory_{index:02d}",
             )
