@@ -191,8 +191,8 @@ def test_initial_scales_of_keys_and_values():
 def test_get_config_round_trip_and_registered_name():
     layer = SparseMemory(num_parents=5, children_per_parent=2, top_k=2, temperature=0.7,
                          balance_loss_weight=0.1, path="sparse", query_norm=True, key_initializer_range=0.05,
-                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, center_values=True, dropout=0.2,
-                         seed=11, name="memory_03")
+                         value_initializer_range=0.01, value_scale=3.0, output_gain=True, center_values=True,
+                         dropout=0.2, seed=11, name="memory_03")
     hidden = tf.random.stateless_normal((2, 3, 10), seed=(1, 2))
     out = layer(hidden)
     config = layer.get_config()

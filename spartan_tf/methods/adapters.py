@@ -60,7 +60,8 @@ class AdapterMethod:
             for index in range(backbone.num_layers)
         ]
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, adapters, dropout=False, training=None):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, adapters, dropout=False,
+                      training=None):
         """Encoder layer ``index`` with its two adapters inside: [B, S, H] -> [B, S, H]."""
         from spartan_tf.bert_layer import encoder_layer
 

@@ -37,6 +37,7 @@ class FullFineTuning:
         """The backbone's own encoder layers: they hold what trains in each layer."""
         return list(backbone.bert.encoder.layer)
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, layer, dropout=False, training=None):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, layer, dropout=False,
+                      training=None):
         """Encoder layer ``index`` as pretrained (its weights training): [B, S, H] -> [B, S, H]."""
         return backbone.layer(index, hidden, attention_bias, dropout)

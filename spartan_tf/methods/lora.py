@@ -62,7 +62,8 @@ class LoraMethod:
         return [LoraDeltas(self.rank, self.scale, seed=seed + 10 * index, name=f"lora_{index:02d}")
                 for index in range(backbone.num_layers)]
 
-    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, deltas, dropout=False, training=None):
+    def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, deltas, dropout=False,
+                      training=None):
         """Encoder layer ``index`` with updated query and value projections: [B, S, H] -> [B, S, H]."""
         from spartan_tf.bert_layer import encoder_layer
 
