@@ -97,13 +97,12 @@ def check_numbers(args):
     ]:
         if value is not None and value < low:
             raise SpartanError(f"{flag} {value}: must be >= {low}")
-    if args.learning_rate is not None and args.learning_rate <= 0:
-        raise SpartanError(f"--learning-rate {args.learning_rate}: must be > 0")
     if args.tpu and args.strategy != "tpu":
         raise SpartanError("--tpu is only for --strategy tpu")
     if not 0 <= args.warmup_ratio < 1:
         raise SpartanError(f"--warmup-ratio {args.warmup_ratio}: must be in [0, 1)")
-    for flag, value in (("--clip-norm", args.clip_norm), ("--weight-decay", args.weight_decay)):
+    for flag, value in (("--learning-rate", args.learning_rate), ("--clip-norm", args.clip_norm),
+                        ("--weight-decay", args.weight_decay)):
         if value is not None and value <= 0:
             raise SpartanError(f"{flag} {value}: must be > 0")
     if not 0 <= args.head_dropout < 1:

@@ -111,6 +111,7 @@ def test_evaluate_refuses_a_backbone_with_another_fingerprint(trained_qnli, othe
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--value-scale", "0"], "--value-scale 0.0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--memory-dropout", "1"],
      "--memory-dropout 1.0: must be in [0, 1)"),
+    (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--learning-rate", "0"], "--learning-rate 0.0: must be > 0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--clip-norm", "0"], "--clip-norm 0.0: must be > 0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--weight-decay", "-1"], "--weight-decay -1.0: must be > 0"),
     (["--task", "qnli", "--data-dir", GLUE_SAMPLES, "--method", "adapters", "--preset", "reference"],
