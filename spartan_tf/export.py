@@ -139,6 +139,20 @@ def inference_memory(memory):
     return run
 
 
+def inference_module(module):
+    """A layer's SPARTAN module in its inference form, called as the method's ``forward_layer`` calls
+    it: ``inference_memory`` of a SparseMemory, or of each of a SublayerMemories' two (by ``site``)."""
+    from spartan_tf.methods.sublayer_memories import SublayerMemories
+
+    if module is None:
+        return None
+    if isinstance(module, SublayerMemories):
+        forwards = {site: inference_memory(memory) for site, memory in module.memories.items()}
+        return lambda hidden, site, attention_mask=None, training=None: forwards[site](hidden)
+    forward = inference_memory(module)
+    return lambda hidden, attention_mask=None, training=None: forward(hidden)
+
+
 def task_signatures(model, length: int | None = None) -> dict:
     """{"memory_00": ..., ..., "head": ...}: one task's own pieces, as tf.functions (``length``:
     as in backbone_signatures)."""
@@ -168,12 +182,11 @@ def task_signatures(model, length: int | None = None) -> dict:
 def fused_signatures(backbone, model, max_length: int, length: int | None = None) -> dict:
     """{"classify": ...}: the whole chain in one graph, built from the same pieces as the split files
     (a memory on the feed-forward output runs inside its encoder layer instead)."""
-    if model.method.site == "feed-forward":
-        memories = [inference_memory(memory) for memory in model.after_layers]
+    if model.method.site != "layer":
+        memories = [inference_module(module) for module in model.after_layers]
 
         def run_layer(index, hidden, bias, attention_mask):
-            return model.method.forward_layer(backbone, index, hidden, bias, attention_mask,
-                                              lambda h, attention_mask=None, training=None: memories[index](h))
+            return model.method.forward_layer(backbone, index, hidden, bias, attention_mask, memories[index])
         return _one_graph(backbone, model, max_length, length, run_layer)
     pieces = {**backbone_signatures(backbone, max_length, length), **task_signatures(model, length)}
 

@@ -68,12 +68,21 @@ class TaskModel(tf_keras.Model):
             for variable in layer.weights:
                 if id(variable) in seen:
                     continue  # a backbone weight (full fine-tuning's modules are the encoder layers)
-                key = f"{layer.name}/{variable.name.split('/')[-1].split(':')[0]}"
+                key = f"{layer.name}/{path_inside(variable, layer.name)}"
                 if key in named:
                     raise RuntimeError(f"two task weights share the name {key}")
                 named[key] = variable
                 seen.add(id(variable))
         return named
+
+
+def path_inside(variable, layer_name: str) -> str:
+    """``variable``'s name below the layer called ``layer_name``: ``parent_keys`` for a memory's own
+    weight, ``attention/parent_keys`` for one of a sub-layer (SublayerMemories)."""
+    parts = variable.name.split(":")[0].split("/")
+    if layer_name not in parts[:-1]:
+        return parts[-1]
+    return "/".join(parts[len(parts) - parts[::-1].index(layer_name):])
 
 
 def dummy_inputs(length: int = 8) -> dict:

@@ -48,13 +48,16 @@ def layout(config: dict) -> dict:
     return {"method": structure, "pooling": config.get("head", {}).get("pooling", "cls")}
 
 
+SITE_SUFFIXES = {"layer": "", "feed-forward": "f", "attention+feed-forward": "af"}  # of a SPARTAN graph key
+
+
 def graph_key(graph_layout: dict) -> str:
     """The layout's name in a bundle, e.g. ``spartan-16x3-cls`` or ``adapters-mean``."""
     method = graph_layout["method"]
     parts = [method["name"]]
     if method["name"] == "spartan":
         parts.append(f"{method['num_parents']}x{method['children_per_parent']}" + ("q" if method["query_norm"] else "")
-                     + ("f" if method.get("site") == "feed-forward" else ""))
+                     + SITE_SUFFIXES[method.get("site", "layer")])
     return "-".join(parts + [graph_layout["pooling"]])
 
 
@@ -67,17 +70,10 @@ def task_tensors(model) -> dict:
     for index, module in enumerate(model.after_layers):
         prefix = f"layer_{index:02d}"
         name = model.method.name
-        if name == "spartan" and module is None:  # no memory on this layer (--first-memory-layer)
-            tensors.update(identity_memory_tensors(prefix, model.method, model.backbone.hidden_size))
-        elif name == "spartan":
-            slots = module.children_per_parent
-            child_keys = module.child_keys.numpy() / module.temperature  # [E, C, H]; the temperature folded in
-            # rows: the E parents, then the children slot-major (row E + c*E + e is parent e's child c)
-            tensors[f"{prefix}_keys"] = np.concatenate(
-                [module.parent_keys.numpy()] + [child_keys[:, slot, :] for slot in range(slots)])  # [E + C*E, H]
-            values = module.values().numpy()  # [E, C, H]
-            tensors[f"{prefix}_values"] = np.concatenate([values[:, slot, :] for slot in range(slots)]).T  # [H, C*E]
-            tensors[f"{prefix}_top_k"] = np.array([module.top_k], dtype=np.float32)  # [1]: see tensor_specs
+        if name == "spartan":
+            for memory_prefix, memory in layer_memories(prefix, module, model.method.site):
+                tensors.update(identity_memory_tensors(memory_prefix, model.method, model.backbone.hidden_size)
+                               if memory is None else memory_tensors(memory_prefix, memory))
         elif name == "adapters":
             for site, (down, down_bias, up, up_bias) in module.sites.items():
                 tensors[f"{prefix}_{site}_down"] = down.numpy().T  # [m, H]
@@ -96,6 +92,31 @@ def task_tensors(model) -> dict:
     tensors["head_classifier_kernel"] = head.classifier_kernel.numpy().T  # [N, H]
     tensors["head_classifier_bias"] = head.classifier_bias.numpy()  # [N]
     return {name: np.array(value, dtype=np.float32, order="C") for name, value in tensors.items()}
+
+
+def layer_memories(prefix: str, module, site: str) -> list:
+    """[(task-tensor prefix, SparseMemory or None)] of one layer's SPARTAN module (None: no memory):
+    ``[("layer_00", memory)]``, or with site "attention+feed-forward" ``[("layer_00_attention", ...),
+    ("layer_00_output", ...)]``, its two memories named as the adapters' tensors are."""
+    if site != "attention+feed-forward":
+        return [(prefix, module)]
+    from spartan_tf.methods.sublayer_memories import SITES
+
+    return [(f"{prefix}_{name}", None if module is None else module.memories[name]) for name in SITES]
+
+
+def memory_tensors(prefix: str, memory) -> dict:
+    """One SparseMemory's task tensors: ``<prefix>_keys`` [E + C*E, H], ``_values`` [H, C*E], ``_top_k`` [1]."""
+    slots = memory.children_per_parent
+    child_keys = memory.child_keys.numpy() / memory.temperature  # [E, C, H]; the temperature folded in
+    values = memory.values().numpy()  # [E, C, H]
+    return {
+        # rows: the E parents, then the children slot-major (row E + c*E + e is parent e's child c)
+        f"{prefix}_keys": np.concatenate([memory.parent_keys.numpy()]
+                                         + [child_keys[:, slot, :] for slot in range(slots)]),
+        f"{prefix}_values": np.concatenate([values[:, slot, :] for slot in range(slots)]).T,
+        f"{prefix}_top_k": np.array([memory.top_k], dtype=np.float32),  # [1]: see tensor_specs
+    }
 
 
 def identity_memory_tensors(prefix: str, method, hidden_size: int) -> dict:
@@ -117,9 +138,10 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
         prefix = f"layer_{index:02d}"
         if method["name"] == "spartan":
             E, C = method["num_parents"], method["children_per_parent"]
-            specs[f"{prefix}_keys"] = [E + C * E, H]
-            specs[f"{prefix}_values"] = [H, C * E]
-            specs[f"{prefix}_top_k"] = [1]  # not a 0-d input: ai-edge-litert 2.3 crashes on one on aarch64
+            for memory_prefix, _ in layer_memories(prefix, None, method.get("site", "layer")):
+                specs[f"{memory_prefix}_keys"] = [E + C * E, H]
+                specs[f"{memory_prefix}_values"] = [H, C * E]
+                specs[f"{memory_prefix}_top_k"] = [1]  # not a 0-d input: ai-edge-litert 2.3 crashes on one on aarch64
         elif method["name"] == "adapters":
             for site in ("attention", "output"):
                 specs.update({f"{prefix}_{site}_down": [None, H], f"{prefix}_{site}_down_bias": [None],
@@ -227,12 +249,15 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
         if method["name"] == "spartan":
             parents, slots = method["num_parents"], method["children_per_parent"]
 
-            def memory(h):
+            def memory(h, prefix=prefix):
                 parent_logits, child_logits = tf.split(times(query_of(h), tensors[f"{prefix}_keys"]),
                                                        [parents, slots * parents], axis=-1)
                 return memory_forward(h, parent_logits, child_logits,
                                       lambda weights: times(weights, tensors[f"{prefix}_values"]),
                                       tensors[f"{prefix}_top_k"], slots)
+            if method.get("site") == "attention+feed-forward":
+                return encoder_layer(encoder, hidden, bias, after_attention=lambda h: memory(h, f"{prefix}_attention"),
+                                     after_output=lambda h: memory(h, f"{prefix}_output"))
             if method.get("site") == "feed-forward":
                 return encoder_layer(encoder, hidden, bias, after_output=memory)
             hidden = backbone.layer(index, hidden, bias)

@@ -105,6 +105,11 @@ def memory_layers(model):
         first = next((index for index, layer in enumerate(layers) if layer is not None), len(layers))
         raise SpartanError(f"this model has memories on encoder layers {first} and up only "
                            "(--first-memory-layer); the analysis needs one on every layer")
+    from spartan_tf.methods.sublayer_memories import SublayerMemories
+
+    if any(isinstance(layer, SublayerMemories) for layer in layers):
+        raise SpartanError("this model has two memories on every encoder layer (--memory-site "
+                           "attention+feed-forward); the analysis reads one memory per layer")
     if not layers or not all(hasattr(layer, "parent_weights") and hasattr(layer, "select_parents") for layer in layers):
         raise SpartanError("this model's method has no parent cells to analyse (expected a SPARTAN model)")
     return layers

@@ -190,6 +190,18 @@ def test_record_refuses_a_model_with_memories_on_some_layers_only(tiny_backbone)
         memory_layers(model)
 
 
+def test_record_refuses_a_model_with_two_memories_a_layer(tiny_backbone):
+    """--memory-site attention+feed-forward: two memories a layer, where the report has room for one."""
+    from spartan_tf.methods.spartan import SpartanMethod
+    from spartan_tf.model import build_task_model
+    from spartan_tf.specialisation import memory_layers
+
+    method = SpartanMethod(num_parents=4, top_k=2, site="attention+feed-forward")
+    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
+    with pytest.raises(SpartanError, match=r"two memories on every encoder layer \(--memory-site attention\+feed"):
+        memory_layers(model)
+
+
 # --------------------------------------------------------------------------- scores
 
 

@@ -44,6 +44,8 @@ TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
                        "value_scale": 10.0, "output_gain": True, "center_values": True},  # folded into the task file's values
     "spartan_ffn": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                     "value_scale": 10.0, "center_values": True, "site": "feed-forward"},  # inside each layer
+    "spartan_sublayers": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
+                          "value_scale": 10.0, "center_values": True, "site": "attention+feed-forward"},  # two a layer
     "spartan_top": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                     "value_scale": 10.0, "center_values": True, "first_layer": 1},  # no memory on layer 0
     "adapters": {"name": "adapters", "adapter_size": 8},
@@ -419,6 +421,31 @@ def test_memory_on_the_feed_forward_output_deploys_shared_and_whole(tmp_path, ti
     for form, out, graph in shared_and_whole(tmp_path, "qnli", task_dir):
         if form == "shared":
             assert sorted(json.loads((out / "manifest.json").read_text())["graphs"]) == ["spartan-4x2f-cls"]
+        for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+            keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+            np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+
+
+def test_two_memories_a_layer_deploy_shared_and_whole(tmp_path, tiny_backbone):
+    """``--memory-site attention+feed-forward`` (two memories in every encoder layer): a shared graph of its
+    own layout whose task file holds both memories' tensors under the adapters' site names, and a fused
+    one-graph file, both with Keras' float32 numbers."""
+    from spartan_tf import artifacts
+
+    task_dir = save_tiny_task(tmp_path / "qnli-two", tiny_backbone, "qnli", seed=22, method_name="spartan_sublayers")
+    model = artifacts.load_trained(task_dir, backbone=tiny_backbone)[0]
+    assert sorted(model.after_layers[0].memories) == ["attention", "output"]
+    for form, out, graph in shared_and_whole(tmp_path, "qnli", task_dir):
+        if form == "shared":
+            manifest = json.loads((out / "manifest.json").read_text())
+            assert sorted(manifest["graphs"]) == ["spartan-4x2af-cls"]
+            with np.load(out / manifest["tasks"]["qnli"]["file"]) as stored:
+                memory_tensors = sorted(name for name in stored.files if name.startswith("layer_01"))
+                parent_keys = {site: stored[f"layer_00_{site}_keys"][:4] for site in ("attention", "output")}
+            assert memory_tensors == [f"layer_01_{site}_{part}" for site in ("attention", "output")
+                                      for part in ("keys", "top_k", "values")]
+            for site, memory in model.after_layers[0].memories.items():  # rows 0-3: the 4 parents' keys
+                np.testing.assert_array_equal(parent_keys[site], memory.parent_keys.numpy())
         for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
             keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
             np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)

@@ -230,3 +230,29 @@ def test_seeds_give_distinct_reproducible_initial_weights():
 def test_rejects_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SparseMemory(**kwargs)
+
+
+def test_sublayer_memories_config_round_trip_and_two_distinct_memories():
+    """SublayerMemories (``--memory-site attention+feed-forward``): each site runs its own SparseMemory,
+    built from one config with its own seed; the config round-trips through Keras' registry."""
+    from spartan_tf.methods.sublayer_memories import SITES, SublayerMemories
+
+    config = {"num_parents": 4, "children_per_parent": 2, "top_k": 2, "value_scale": 10.0, "center_values": True,
+              "seed": 11}
+    layer = SublayerMemories(config, name="memory_02")
+    hidden = tf.random.stateless_normal((2, 3, 8), seed=(1, 2))
+    outputs = {site: layer(hidden, site=site).numpy() for site in SITES}
+    for offset, site in enumerate(SITES):
+        alone = SparseMemory(**{**config, "seed": 11 + 5 * offset})
+        np.testing.assert_array_equal(alone(hidden).numpy(), outputs[site])  # the site's memory, seeded its way
+    assert np.abs(outputs["attention"] - outputs["output"]).max() > 1e-4  # two memories, not one
+    assert [w.name for w in layer.weights][:3] == ["memory_02/attention/parent_keys:0",
+                                                   "memory_02/attention/child_keys:0",
+                                                   "memory_02/attention/child_values:0"]
+    assert tf_keras.utils.get_registered_name(SublayerMemories) == "spartan_tf>SublayerMemories"
+    revived = tf_keras.layers.deserialize(tf_keras.layers.serialize(layer))
+    assert isinstance(revived, SublayerMemories) and revived.get_config() == layer.get_config()
+    revived.build(hidden.shape)
+    revived.set_weights(layer.get_weights())
+    for site in SITES:
+        np.testing.assert_array_equal(revived(hidden, site=site).numpy(), outputs[site])

@@ -120,10 +120,11 @@ def layer_norm(x, gamma, beta, eps):
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
-def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_output=None):
+def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_attention=None, after_output=None):
     """BERT encoder layer ``index`` written out in numpy from the formulas, with optional Houlsby
-    adapters ({site: (down_k, down_b, up_k, up_b)}), LoRA ({target: (A, B, scale)}) or a function
-    applied to the feed-forward output before the residual and LayerNorm (``after_output``)."""
+    adapters ({site: (down_k, down_b, up_k, up_b)}), LoRA ({target: (A, B, scale)}) or functions
+    applied to the attention output and the feed-forward output before their residual and LayerNorm
+    (``after_attention``, ``after_output``)."""
     w = {path.split(f"layer_._{index}/", 1)[1]: v.numpy().astype(np.float64)
          for path, v in backbone.named_variables().items() if path.startswith(f"encoder/layer_._{index}/")}
     heads, eps = backbone.config.num_attention_heads, backbone.config.layer_norm_eps
@@ -149,6 +150,8 @@ def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_ou
     probs /= probs.sum(-1, keepdims=True)
     context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
     h = adapt("attention", context @ w["attention/output/dense/kernel"] + w["attention/output/dense/bias"])
+    if after_attention is not None:
+        h = after_attention(h)
     a = layer_norm(h + x, w["attention/output/LayerNorm/gamma"], w["attention/output/LayerNorm/beta"], eps)
     f = erf_gelu(a @ w["intermediate/dense/kernel"] + w["intermediate/dense/bias"])
     f = adapt("output", f @ w["output/dense/kernel"] + w["output/dense/bias"])
@@ -204,6 +207,39 @@ def test_a_feed_forward_memory_sits_before_the_layers_residual_and_layer_norm(ti
                                 inputs["attention_mask"].astype(np.float64), after_output=memory_formula)
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
     assert np.abs(got.numpy() - tiny_backbone.layer(0, x, bias).numpy()).max() > 1e-2  # the memory does change it
+
+
+def test_two_memories_sit_on_the_attention_and_feed_forward_outputs(tiny_backbone):
+    """--memory-site attention+feed-forward: one memory on the attention output and one on the
+    feed-forward output of every layer, each before its residual and LayerNorm (DESIGN.md's formulas,
+    in numpy), with weights named by site."""
+    from test_memory import numpy_memory
+
+    method = dataclasses.replace(SMALL["spartan"], site="attention+feed-forward")
+    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
+    module = model.after_layers[0]
+    assert {"memory_00/attention/parent_keys", "memory_00/output/child_values"} <= set(model.named_task_weights())
+    assert len(model.named_task_weights()) == 2 * 3 * tiny_backbone.num_layers + 4  # 3 weights a memory; the head's 4
+    randomise(module.weights, seed=7)
+    inputs = features(tiny_backbone)
+    x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
+    bias = tiny_backbone.attention_bias(inputs["attention_mask"])
+    got = model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
+
+    def memory_formula(site):
+        memory = module.memories[site]
+        stored = memory.child_values.numpy().astype(np.float64)
+        values = (stored - stored.mean(axis=(0, 1), keepdims=True)) * method.value_scale
+        return lambda h: numpy_memory(h, memory.parent_keys.numpy().astype(np.float64),
+                                      memory.child_keys.numpy().astype(np.float64), values, method.top_k,
+                                      method.temperature)[0]
+    expected = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
+                                inputs["attention_mask"].astype(np.float64),
+                                after_attention=memory_formula("attention"), after_output=memory_formula("output"))
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
+    one_site = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
+                                inputs["attention_mask"].astype(np.float64), after_output=memory_formula("output"))
+    assert np.abs(got.numpy() - one_site).max() > 1e-2  # the attention output's memory does change it
 
 
 def test_memories_from_a_later_layer_leave_the_layers_below_as_the_backbone_has_them(tiny_backbone):

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from spartan_tf.errors import SpartanError
 
 PATHS = ("dense", "sparse")  # see spartan_tf.memory
-# Where each memory reads and writes: after the encoder layer (the paper), or on the feed-forward
-# output inside it, before the layer's residual and LayerNorm (where an adapter sits).
-SITES = ("layer", "feed-forward")
+# Where each memory reads and writes: after the encoder layer (the paper); on the feed-forward
+# output inside it, before the layer's residual and LayerNorm (where an adapter sits); or two memories,
+# on the attention output and on the feed-forward output (where Houlsby's two adapters sit).
+SITES = ("layer", "feed-forward", "attention+feed-forward")
 
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
@@ -115,8 +116,10 @@ class SpartanMethod:
         group.add_argument("--memory-dropout", type=float, default=0.0,
                            help="dropout on each memory's output while training (default 0: none)")
         group.add_argument("--memory-site", choices=SITES, default="layer",
-                           help="after each encoder layer (layer, default, the paper's), or on the layer's "
-                                "feed-forward output before its residual and LayerNorm (feed-forward)")
+                           help="after each encoder layer (layer, default, the paper's), on the layer's "
+                                "feed-forward output before its residual and LayerNorm (feed-forward), or "
+                                "two memories per layer, on its attention and feed-forward outputs, where "
+                                "adapters sit (attention+feed-forward)")
         group.add_argument("--first-memory-layer", type=int, default=0,
                            help="memories on encoder layers N, N+1, ... only (0-based; default 0: every "
                                 "layer). Training then runs no backward pass below layer N, so it is faster")
@@ -157,14 +160,22 @@ class SpartanMethod:
 
     def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False,
                       training=None):
-        """Encoder layer ``index`` and its memory (on the layer's output, or on its feed-forward output
-        with site "feed-forward"; none below ``first_layer``, where ``memory`` is None): [B, S, H] -> [B, S, H].
-        ``dropout``: the backbone's own dropouts; ``training``: the memory's (``memory_dropout``)."""
+        """Encoder layer ``index`` and its memory (on the layer's output; on its feed-forward output with
+        site "feed-forward"; on its attention and feed-forward outputs with "attention+feed-forward",
+        ``memory`` a SublayerMemories; none below ``first_layer``, where ``memory`` is None):
+        [B, S, H] -> [B, S, H]. ``dropout``: the backbone's own dropouts; ``training``: the memory's
+        (``memory_dropout``)."""
+        from spartan_tf.bert_layer import encoder_layer
+
         if memory is None:
             return backbone.layer(index, hidden, attention_bias, dropout)
+        if self.site == "attention+feed-forward":
+            return encoder_layer(
+                backbone.bert.encoder.layer[index], hidden, attention_bias,
+                after_attention=lambda h: memory(h, site="attention", attention_mask=attention_mask, training=training),
+                after_output=lambda h: memory(h, site="output", attention_mask=attention_mask, training=training),
+                dropout=dropout)
         if self.site == "feed-forward":
-            from spartan_tf.bert_layer import encoder_layer
-
             return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
                                  after_output=lambda h: memory(h, attention_mask=attention_mask, training=training),
                                  dropout=dropout)
@@ -172,15 +183,18 @@ class SpartanMethod:
                       training=training)
 
     def layer_modules(self, backbone, seed: int):
-        """One SparseMemory per encoder layer from ``first_layer`` on, each with its own initialiser
-        seed; None for the layers below it."""
+        """One SparseMemory per encoder layer from ``first_layer`` on (a SublayerMemories, two of them,
+        with site "attention+feed-forward"), each with its own initialiser seed; None for the layers
+        below ``first_layer``."""
         from spartan_tf.memory import SparseMemory  # TensorFlow loads only once a model is built
+        from spartan_tf.methods.sublayer_memories import SublayerMemories
 
         if self.first_layer >= backbone.num_layers:
             raise SpartanError(f"--first-memory-layer {self.first_layer}: the backbone has layers 0 to "
                                f"{backbone.num_layers - 1}")
-        return [
-            None if index < self.first_layer else SparseMemory(
+
+        def memory_config(index):
+            return dict(
                 num_parents=self.num_parents,
                 children_per_parent=self.children_per_parent,
                 top_k=self.top_k,
@@ -195,7 +209,13 @@ class SpartanMethod:
                 center_values=self.center_values,
                 dropout=self.memory_dropout,
                 seed=seed + 10 * index,
-                name=f"memory_{index:02d}",
             )
-            for index in range(backbone.num_layers)
-        ]
+
+        def module(index):
+            if index < self.first_layer:
+                return None
+            if self.site == "attention+feed-forward":
+                return SublayerMemories(memory_config(index), name=f"memory_{index:02d}")
+            return SparseMemory(**memory_config(index), name=f"memory_{index:02d}")
+
+        return [module(index) for index in range(backbone.num_layers)]
