@@ -101,6 +101,8 @@ VARIANTS = {
     "recipe+weight-decay-5": ("spartan", [*RECIPE, "--weight-decay", "5"]),
     "recipe+clip-1": ("spartan", [*RECIPE, "--clip-norm", "1"]),
     "recipe+two-sites": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward"]),
+    "recipe+two-sites+size-8x3": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward", "--num-parents", "8",
+                                               "--children", "24", "--top-k", "4"]),  # the recipe's parameter count
     "recipe+two-sites+temperature-4+from-layer-2": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
                                                                 "--temperature", "4", "--first-memory-layer", "2"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
