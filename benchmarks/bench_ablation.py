@@ -103,6 +103,12 @@ VARIANTS = {
     "recipe+two-sites": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward"]),
     "recipe+two-sites+size-8x3": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward", "--num-parents", "8",
                                                "--children", "24", "--top-k", "4"]),  # the recipe's parameter count
+    "recipe+two-sites+memory-dropout-0.1": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
+                                                        "--memory-dropout", "0.1"]),
+    "recipe+two-sites+weight-decay-5": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
+                                                    "--weight-decay", "5"]),
+    "recipe+two-sites+temperature-4": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
+                                                   "--temperature", "4"]),
     "recipe+two-sites+temperature-4+from-layer-2": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
                                                                 "--temperature", "4", "--first-memory-layer", "2"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
