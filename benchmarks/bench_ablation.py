@@ -37,6 +37,8 @@ OLD_DEFAULT = ["--preset", "reference", "--value-scale", "10", "--pooling", "mea
 RECIPE = ["--memory-site", "feed-forward", "--query-norm", "--learning-rate", "2e-3", "--warmup-ratio", "0.1"]
 # "size-32x3": twice the parents and children, the same share of parents read (664,706 trainable; adapters 743,810).
 SIZE_32X3 = ["--num-parents", "32", "--children", "96", "--top-k", "16"]
+# "two-sites": two memories a layer, on the attention and feed-forward outputs (where adapters sit).
+TWO_SITES = ["--memory-site", "attention+feed-forward"]
 VARIANTS = {
     "reference": ("spartan", ["--preset", "reference"]),
     "default": ("spartan", []),
@@ -100,17 +102,14 @@ VARIANTS = {
     "recipe+weight-decay-1": ("spartan", [*RECIPE, "--weight-decay", "1"]),
     "recipe+weight-decay-5": ("spartan", [*RECIPE, "--weight-decay", "5"]),
     "recipe+clip-1": ("spartan", [*RECIPE, "--clip-norm", "1"]),
-    "recipe+two-sites": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward"]),
-    "recipe+two-sites+size-8x3": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward", "--num-parents", "8",
-                                               "--children", "24", "--top-k", "4"]),  # the recipe's parameter count
-    "recipe+two-sites+memory-dropout-0.1": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
-                                                        "--memory-dropout", "0.1"]),
-    "recipe+two-sites+weight-decay-5": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
-                                                    "--weight-decay", "5"]),
-    "recipe+two-sites+temperature-4": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
-                                                   "--temperature", "4"]),
-    "recipe+two-sites+temperature-4+from-layer-2": ("spartan", [*RECIPE, "--memory-site", "attention+feed-forward",
-                                                                "--temperature", "4", "--first-memory-layer", "2"]),
+    "recipe+two-sites": ("spartan", [*RECIPE, *TWO_SITES]),
+    "recipe+two-sites+size-8x3": ("spartan", [*RECIPE, *TWO_SITES, "--num-parents", "8", "--children", "24",
+                                               "--top-k", "4"]),  # the recipe's parameter count
+    "recipe+two-sites+memory-dropout-0.1": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1"]),
+    "recipe+two-sites+memory-dropout-0.1+from-layer-3": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
+                                                                     "--first-memory-layer", "3"]),
+    "recipe+two-sites+temperature-4+from-layer-2": ("spartan", [*RECIPE, *TWO_SITES, "--temperature", "4",
+                                                                "--first-memory-layer", "2"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
     "default+lr-2e-3+warmup-10%": ("spartan", ["--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
