@@ -10,11 +10,13 @@ scored on the first ``--eval-samples`` dev examples after every epoch. The table
 and task, the mean and standard deviation over seeds of the task's primary metric after the last
 epoch (and after the first), and the median training seconds. Runs are written to the JSON as they
 finish and a rerun with the same output skips the runs it already holds (``--fresh`` starts over),
-so a long ablation can be stopped and continued.
+so a long ablation can be stopped and continued: Ctrl-C or ``kill`` stops the running training and
+removes its scratch folder.
 """
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -198,6 +200,11 @@ def summary(runs: dict, variants, tasks, seeds) -> dict:
     return result
 
 
+def stop_on_sigterm(signum, frame):
+    """``kill`` acts as Ctrl-C: the exception stops the training subprocess and removes the scratch folder."""
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list:
@@ -261,4 +268,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(run_cli(main))

@@ -1,5 +1,6 @@
 """Device speed per deployment: SPARTAN shared and fused, adapters shared and whole, LoRA, a fixed-128
-one-graph model, and two SPARTAN tasks switching every text, through the device client, in one run.
+one-graph model, two SPARTAN tasks switching every text, and SPARTAN with two memories a layer, through
+the device client, in one run.
 
     .venv/bin/python benchmarks/bench_device.py --models-dir models/bench-fewshot
     .venv/bin/python benchmarks/bench_device.py --models-dir models/bench-fewshot --quick
@@ -9,9 +10,10 @@ tokenization, padding and the interpreter calls, as ``infer.py`` runs them), bat
 first ``--num-texts`` QNLI dev pairs: padded or cut to exactly 64 or 128 tokens, or at their real
 lengths; with 1 and 2 threads. The fixed-128 row's graph has a fixed [1, 128] input, so its texts
 are always padded to 128 (what MediaPipe-style exports run). The two-task row alternates qnli and
-sst2 (both SPARTAN, one shared graph) text by text. The rows take turns in blocks of ``--block``
-texts, the order rotating from block to block, for ``--repeats`` passes: a host whose speed drifts
-slows every row alike, so the ratios hold even when the absolute figures move. Per cell: texts/s,
+sst2 (both SPARTAN, one shared graph) text by text; the two-memory row runs a model trained with
+``--memory-site attention+feed-forward``, on its own shared graph. The rows take turns in blocks of
+``--block`` texts, the order rotating from block to block, for ``--repeats`` passes: a host whose
+speed drifts slows every row alike, so the ratios hold even when the absolute figures move. Per cell: texts/s,
 p50/p90 latency per text, and process CPU time per text (all threads); ratios of CPU time against
 SPARTAN fused and adapters whole, of throughput against fixed-128. Each row also runs once as
 ``python device/infer.py --benchmark --json`` (1 thread, real lengths, 30 texts; the two-task row
@@ -48,6 +50,7 @@ ROWS = {  # label -> (bundle form, the tasks it runs, taking turns text by text)
     "LoRA merged (plain BERT graph)": ("lora-merged", ["qnli"]),
     "fixed-128 one graph": ("fixed-128", ["qnli"]),
     "SPARTAN shared, 2 tasks switching": ("spartan-2tasks", ["qnli", "sst2"]),
+    "SPARTAN shared, two memories a layer": ("spartan-two-sites", ["qnli"]),
 }
 FIXED = {"fixed-128 one graph": FIXED_LENGTH}  # rows whose graph takes one length only
 TASK = "qnli"

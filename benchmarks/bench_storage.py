@@ -24,6 +24,7 @@ TASK_COUNTS = (1, 5, 20)
 ROWS = [  # (label, bundle form)
     ("SPARTAN shared (shared graph + task tensors)", "spartan"),
     ("SPARTAN fused (one graph per task)", "spartan-whole"),
+    ("SPARTAN two memories a layer (shared graph + task tensors)", "spartan-two-sites"),
     ("adapters shared (shared graph + task tensors)", "adapters"),
     ("adapters whole (one graph per task)", "adapters-whole"),
     ("LoRA unmerged shared (shared graph + task tensors)", "lora-unmerged"),

@@ -64,3 +64,36 @@ def test_the_recipe_variant_is_what_preset_short_budget_sets():
 
     assert settings(bench_ablation.RECIPE) == settings(["--preset", "short-budget"])
     assert bench_ablation.VARIANTS["default+ffn-site+query-norm+lr-2e-3+warmup-10%"] == ("spartan", bench_ablation.RECIPE)
+
+
+def test_kill_stops_the_running_training_and_removes_the_scratch_folder(tmp_path):
+    """`kill <pid>` of a long ablation must not leave its training running nor its scratch folder behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(repo / "benchmarks" / "bench_ablation.py"), "--quick", "--variants", "default",
+               "--tasks", "sst2", "--data-dir", str(repo / "samples" / "glue"), "--output", str(tmp_path / "out.json")]
+    ablation = subprocess.Popen(command, cwd=repo, env={**os.environ, "TMPDIR": str(tmp_path)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert ablation.stdout.readline().startswith("== default/sst2/"), ablation.stderr.read()  # training started
+    (scratch,) = tmp_path.glob("spartan-ablation-*")
+    time.sleep(2)
+    ablation.send_signal(signal.SIGTERM)
+    stderr = ablation.communicate(timeout=60)[1]
+    assert ablation.returncode == 130 and "interrupted: stopped by SIGTERM" in stderr
+    assert not scratch.exists()
+    trainings = [p for p in Path("/proc").glob("[0-9]*") if str(scratch).encode() in _cmdline(p)]
+    assert trainings == [], "the training subprocess outlived the ablation"
+    assert not (tmp_path / "out.json").exists()  # no run finished: nothing written
+
+
+def _cmdline(process_dir) -> bytes:
+    try:
+        return (process_dir / "cmdline").read_bytes()
+    except OSError:  # the process ended while we looked
+        return b""
