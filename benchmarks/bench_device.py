@@ -13,13 +13,13 @@ are always padded to 128 (what MediaPipe-style exports run). The two-task row al
 sst2 (both SPARTAN, one shared graph) text by text; the two-memory row runs a model trained with
 ``--memory-site attention+feed-forward``, on its own shared graph. The rows take turns in blocks of
 ``--block`` texts, the order rotating from block to block, for ``--repeats`` passes: a host whose
-speed drifts slows every row alike, so the ratios hold even when the absolute figures move. Per cell: texts/s,
-p50/p90 latency per text, and process CPU time per text (all threads); ratios of CPU time against
-SPARTAN fused and adapters whole, of throughput against fixed-128. Each row also runs once as
-``python device/infer.py --benchmark --json`` (1 thread, real lengths, 30 texts; the two-task row
-on a JSON-lines input alternating the tasks), which gives its peak memory, each task's load time
-and the resident memory after each load. The bundles come from benchmarks/method_bundles.py
-(converted when missing). Prints Markdown tables, writes JSON (default
+speed drifts slows every row alike, so the ratios hold even when the absolute figures move. Per
+cell: texts/s, p50/p90 latency per text, and process CPU time per text (all threads); ratios of CPU
+time against SPARTAN fused and adapters whole, of throughput against fixed-128. Each row also runs
+once as ``python device/infer.py --benchmark --json`` (1 thread, real lengths, 30 texts; the
+two-task row on a JSON-lines input alternating the tasks), which gives its peak memory, each task's
+load time and the resident memory after each load. The bundles come from
+benchmarks/method_bundles.py (converted when missing). Prints Markdown tables, writes JSON (default
 benchmarks/results/device.json) and a PNG plot beside it.
 """
 

@@ -17,8 +17,8 @@ The device and storage benchmarks compare the forms a user would deploy (docs/bu
 ``models_dir`` holds one trained task per method, in folders named after the method (what
 ``benchmarks/bench_training.py --models-dir`` writes), and for spartan-2tasks a SPARTAN sst2 model
 in ``spartan-sst2``, and for spartan-two-sites a SPARTAN qnli model trained with
-``--memory-site attention+feed-forward`` in ``spartan-two-sites``. Each bundle is converted by ``convert/to_tflite.py`` (int8, the default) into
-``bundles_dir/<form>`` unless it is already there.
+``--memory-site attention+feed-forward`` in ``spartan-two-sites``. Each bundle is converted by
+``convert/to_tflite.py`` (int8, the default) into ``bundles_dir/<form>`` unless it is already there.
 """
 
 import json

@@ -1,7 +1,13 @@
 """benchmarks/bench_ablation.py: its summary against a hand computation, and what it refuses."""
 
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -68,13 +74,6 @@ def test_the_recipe_variant_is_what_preset_short_budget_sets():
 
 def test_kill_stops_the_running_training_and_removes_the_scratch_folder(tmp_path):
     """`kill <pid>` of a long ablation must not leave its training running nor its scratch folder behind."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     repo = Path(__file__).resolve().parents[1]
     command = [sys.executable, str(repo / "benchmarks" / "bench_ablation.py"), "--quick", "--variants", "default",
                "--tasks", "sst2", "--data-dir", str(repo / "samples" / "glue"), "--output", str(tmp_path / "out.json")]
@@ -82,7 +81,7 @@ def test_kill_stops_the_running_training_and_removes_the_scratch_folder(tmp_path
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert ablation.stdout.readline().startswith("== default/sst2/"), ablation.stderr.read()  # training started
     (scratch,) = tmp_path.glob("spartan-ablation-*")
-    time.sleep(2)
+    time.sleep(2)  # the training subprocess is running by now
     ablation.send_signal(signal.SIGTERM)
     stderr = ablation.communicate(timeout=60)[1]
     assert ablation.returncode == 130 and "interrupted: stopped by SIGTERM" in stderr
