@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.method_runs import machine, print_table, train_run, write_json  # noqa: E402
+from benchmarks.method_runs import machine, print_table, stop_on_sigterm, train_run, write_json  # noqa: E402
 from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
 from spartan_tf.tasks import GLUE_TASK_NAMES, get_task  # noqa: E402
 
@@ -198,11 +198,6 @@ def summary(runs: dict, variants, tasks, seeds) -> dict:
         if per_task:
             result[variant] = {"tasks": per_task, "mean_over_tasks": statistics.mean(t["mean"] for t in per_task.values())}
     return result
-
-
-def stop_on_sigterm(signum, frame):
-    """``kill`` acts as Ctrl-C: the exception stops the training subprocess and removes the scratch folder."""
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ measured): JSON, default benchmarks/results/quality.json (quality_quick.json wit
 """
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
@@ -22,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.method_runs import METHOD_NAMES, machine, print_table, train_run, write_json  # noqa: E402
+from benchmarks.method_runs import (  # noqa: E402
+    METHOD_NAMES, machine, print_table, stop_on_sigterm, train_run, write_json)
 from spartan_tf import tasks  # noqa: E402
 from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
 
@@ -114,4 +116,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(run_cli(main))

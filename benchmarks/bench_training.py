@@ -16,6 +16,7 @@ benchmarks/results/training.json, or training_quick.json with --quick).
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -23,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.method_runs import METHOD_NAMES, machine, print_table, train_run, write_json  # noqa: E402
+from benchmarks.method_runs import (  # noqa: E402
+    METHOD_NAMES, machine, print_table, stop_on_sigterm, train_run, write_json)
 from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
 
 
@@ -126,4 +128,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(run_cli(main))

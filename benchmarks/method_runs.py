@@ -20,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 METHOD_NAMES = ("spartan", "adapters", "lora", "full")
 
 
+def stop_on_sigterm(signum, frame):
+    """``kill`` acts as Ctrl-C (install at a benchmark's entry with ``signal.signal(SIGTERM, ...)``): the
+    KeyboardInterrupt stops the running ``train_run`` subprocess and removes the scratch folders."""
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
 def train_run(method: str, task: str, data_dir, out_dir, *extra, log=None) -> dict:
     """Train ``method`` on ``task`` into ``out_dir``; returns metrics.json plus ``wall_seconds``,
     ``weights_bytes`` and ``learning_rate``, or ``{"error": ...}`` (see ``failure_message``) if it failed.
