@@ -1,5 +1,5 @@
-"""Graph variants of the shared SPARTAN graph: int8 activations and fixed length buckets, speed and
-accuracy against the bundle's graph (dynamic shapes, float activations).
+"""Graph variants of the shared SPARTAN graph: int8 activations, fixed length buckets and task tensors
+built in as constants, speed and accuracy against the bundle's graph (dynamic shapes, float activations).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_graph_variants.py --model-dir models/qnli \
         --calibration-samples 100 --eval-samples 1000 --num-texts 200 --output docs/results/graph_variants.json
@@ -16,10 +16,19 @@ tensors, since they are inputs of the shared graph):
                           fallback elsewhere (TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS), float I/O
     16x8                  int16 activations, int8 weights
                           (EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8), float fallback
+    float32               no quantization at all (a bundle of ``convert/to_tflite.py --float``)
 
 Fixed length buckets (``--graphs buckets``): the shared graph converted once per length of
 ``--bucket-lengths`` with a fixed [1, length] input (no shape ops); each text runs on the smallest
 bucket that holds it, padded to that length (mask 0), one interpreter per bucket.
+
+Task tensors as constants (``--graphs constant-keys constant-values constant-memories constant-head``,
+CONSTANT_GRAPHS): the shared graph with the task's memory keys, memory values, both, or its head built
+in as constants (quantized like the backbone's weights: int8 ``FULLY_CONNECTED`` against weights
+XNNPACK packs once) while the rest stay inputs, set from a task file of only those. Each finds how much
+of what the shared graph costs beyond the fused one (every task tensor a constant) lies in those
+tensors; with the float32 variant beside dynamic-range they separate "an input, not a constant" from
+"float32, not int8 arithmetic".
 
 Each variant runs through the device client's own SharedGraph (device/spartan_device/shared.py; a
 fused graph through its classify signature), batch 1, ai-edge-litert, the variants taking turns in
@@ -41,7 +50,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "device"))
 
-VARIANTS = ("dynamic-range", "full int8", "16x8")
+VARIANTS = ("dynamic-range", "full int8", "16x8", "float32")
+# a --graphs choice -> the task tensors (by name suffix) it builds into the shared graph as constants
+CONSTANT_GRAPHS = {"constant-keys": ("_keys",), "constant-values": ("_values",),
+                   "constant-memories": ("_keys", "_values"), "constant-head": ("head_pooler_", "head_classifier_")}
 
 
 def build_parser():
@@ -49,7 +61,8 @@ def build_parser():
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True, help="a trained SPARTAN task (python -m spartan_tf.train)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--graphs", nargs="+", default=["shared", "fused"], choices=["shared", "fused", "buckets"])
+    parser.add_argument("--graphs", nargs="+", default=["shared", "fused"],
+                        choices=["shared", "fused", "buckets", *CONSTANT_GRAPHS])
     parser.add_argument("--bucket-lengths", nargs="+", type=int, default=[16, 32, 48, 64, 96, 128])
     parser.add_argument("--calibration-samples", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=1000)
@@ -68,8 +81,8 @@ def convert(signatures: dict, variant: str, representative) -> bytes:
 
     from spartan_tf import export
 
-    if variant == "dynamic-range":
-        return export.to_tflite(signatures, "int8")
+    if variant in ("dynamic-range", "float32"):
+        return export.to_tflite(signatures, "int8" if variant == "dynamic-range" else "float32")
     concrete = {name: function.get_concrete_function() for name, function in signatures.items()}
     holder = tf.Module()
     holder.captured = [variable for function in concrete.values() for variable in function.variables]
@@ -199,7 +212,7 @@ def main(argv=None):
     graph_layout = shared_graph.layout(config)
     max_length = config["max_seq_length"]
 
-    def representative(with_tensors: bool, length: int | None):
+    def representative(input_tensors: dict, length: int | None):
         def generate():
             for ids, mask, types in calib_batches:
                 if length is not None:  # a fixed-length bucket: the texts it would hold, padded
@@ -207,16 +220,23 @@ def main(argv=None):
                         continue
                     ids, mask, types = (np.pad(a, ((0, 0), (0, length - a.shape[1]))) for a in (ids, mask, types))
                 inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-                if with_tensors:
-                    inputs.update(tensors)
+                inputs.update(input_tensors)
                 yield "classify", inputs
         return generate
 
     scratch = Path(args.keep_dir or tempfile.mkdtemp(prefix="bench-act-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    tensors_path = scratch / "task.npz"
-    with open(tensors_path, "wb") as handle:
-        np.savez(handle, **shared_graph.pack_task_file(tensors, "int8"))
+    constants = {graph: {name: value for name, value in tensors.items() if any(part in name for part in parts)}
+                 for graph, parts in CONSTANT_GRAPHS.items()}
+    constants.update(shared={}, buckets={})
+    inputs_of = {graph: {name: value for name, value in tensors.items() if name not in built_in}
+                 for graph, built_in in constants.items()}  # the task tensors each shared graph takes as inputs
+    inputs_of["fused"] = {}
+    task_files = {}  # graph -> its task file: the task tensors it takes as inputs, int8 as in a bundle
+    for graph in set(args.graphs) - {"fused"}:
+        task_files[graph] = scratch / f"task.{graph}.npz"
+        with open(task_files[graph], "wb") as handle:
+            np.savez(handle, **shared_graph.pack_task_file(inputs_of[graph], "int8"))
 
     files, ops, convert_s = {}, {}, {}
     jobs = [(graph, variant, None) for graph in args.graphs if graph != "buckets" for variant in args.variants]
@@ -225,14 +245,12 @@ def main(argv=None):
     for graph, variant, length in jobs:
         label = f"{graph}, {variant}" + (f", {length}" if length else "")
         start = time.perf_counter()
-        if graph == "shared":
-            signatures = shared_graph.shared_signatures(backbone, graph_layout, max_length)
-        elif graph == "buckets":
-            signatures = shared_graph.shared_signatures(backbone, graph_layout, max_length, length)
-        else:
+        if graph == "fused":
             signatures = export.fused_signatures(backbone, model, max_length)
+        else:
+            signatures = shared_graph.shared_signatures(backbone, graph_layout, max_length, length, constants[graph])
         try:
-            flatbuffer = convert(signatures, variant, representative(graph != "fused", length))
+            flatbuffer = convert(signatures, variant, representative(inputs_of[graph], length))
         except Exception as err:  # a variant the converter cannot produce is a result too
             print(f"{label}: conversion failed: {str(err).splitlines()[0][:300]}", flush=True)
             ops[label] = {"conversion_failed": str(err)[:2000]}
@@ -244,13 +262,13 @@ def main(argv=None):
         ops[label] = op_counts(flatbuffer)
         print(f"{label}: {len(flatbuffer):,} bytes in {convert_s[label]} s; ops {ops[label]}", flush=True)
 
-    runners = {label: Runner(path, None if label.startswith("fused") else tensors_path, args.threads)
+    runners = {label: Runner(path, task_files.get(label.split(",")[0]), args.threads)
                for label, path in files.items() if not label.startswith("buckets")}
     for variant in args.variants:
         paths = {int(label.rsplit(", ", 1)[1]): path for label, path in files.items()
                  if label.startswith(f"buckets, {variant},")}
         if paths:
-            runners[f"buckets {'/'.join(map(str, sorted(paths)))}, {variant}"] = BucketRunner(paths, tensors_path, args.threads)
+            runners[f"buckets {'/'.join(map(str, sorted(paths)))}, {variant}"] = BucketRunner(paths, task_files["buckets"], args.threads)
     for label in list(runners):  # a graph the device runtime cannot execute is a result too
         try:
             runners[label].logits(*dev_batches[0])
@@ -276,15 +294,18 @@ def main(argv=None):
           f"tokens), batch 1, {args.threads} thread(s), CPU {cpu_model()}; load {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after; accuracy on {args.eval_samples} dev examples (Keras "
           f"{keras_metrics.get('accuracy', float('nan')):.4f})\n")
-    base = {graph: speed.get(f"{graph}, dynamic-range") for graph in ("shared", "fused")}
-    base["buckets"] = base["shared"]
-    print("| graph | texts/s | CPU ms/text | CPU vs dynamic-range | bytes | agreement with Keras | accuracy |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def ratio(label, reference):
+        return f"{speed[label]['cpu_ms_per_text'] / speed[reference]['cpu_ms_per_text']:.3f}x" \
+            if reference in speed else "-"
+
+    print("| graph | texts/s | CPU ms/text | CPU vs the bundle's | CPU vs fused, same variant | bytes | "
+          "agreement with Keras | accuracy |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, figures in speed.items():
-        ref = base[label.split(",")[0].split(" ")[0]]
-        ratio = f"{figures['cpu_ms_per_text'] / ref['cpu_ms_per_text']:.3f}x" if ref else "-"
         acc = accuracy[label]
-        print(f"| {label} | {figures['texts_per_s']:.1f} | {figures['cpu_ms_per_text']:.2f} | {ratio} | "
+        print(f"| {label} | {figures['texts_per_s']:.1f} | {figures['cpu_ms_per_text']:.2f} | "
+              f"{ratio(label, 'shared, dynamic-range')} | {ratio(label, 'fused, ' + label.rsplit(', ', 1)[-1])} | "
               f"{sum(p.stat().st_size for k, p in files.items() if k == label or label.startswith('buckets') and k.startswith('buckets, ' + label.rsplit(', ', 1)[1])):,} | {100 * acc['agreement_with_keras']:.1f}% | "
               f"{acc['metrics'].get('accuracy', float('nan')):.4f} |")
     write_json(Path(args.output), {

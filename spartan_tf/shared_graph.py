@@ -215,14 +215,17 @@ def memory_forward(hidden, parent_logits, child_logits, values, top_k, slots: in
     return hidden + values(weights)
 
 
-def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int | None = None) -> dict:
+def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int | None = None,
+                      constants: dict | None = None) -> dict:
     """{"classify": tf.function}: the shared graph of ``graph_layout`` over ``backbone``.
 
     Inputs: int32 [B, S] ``input_ids``, ``attention_mask``, ``token_type_ids`` and the float32 task
     tensors of ``tensor_specs``; output ``logits`` float32 [B, N]. With "cls" pooling the last
     SPARTAN memory computes position 0 only (all the head reads). ``length``: None (the bundle) for
-    dynamic [B, S] token inputs; an int gives fixed [1, length] ones
-    (benchmarks/bench_graph_variants.py compares such fixed-length buckets against the dynamic graph).
+    dynamic [B, S] token inputs; an int gives fixed [1, length] ones. ``constants``: {task tensor
+    name: array} built into the graph as constants instead of inputs (the converter quantizes them
+    as it does the backbone's weights). The bundle uses neither; benchmarks/bench_graph_variants.py
+    compares such fixed-length buckets and partly task-specific graphs against the bundle's graph.
     """
     import tensorflow as tf
 
@@ -292,11 +295,17 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
         logits = times(pooled, tensors["head_classifier_kernel"]) + tensors["head_classifier_bias"]  # [B, 1, N]
         return {"logits": logits[:, 0]}
 
-    names = list(specs)
+    constants = constants or {}
+    unknown = sorted(set(constants) - set(specs))
+    if unknown:
+        raise ValueError(f"constants: {unknown} are not task tensors of this graph (expected some of {list(specs)})")
+    names = [name for name in specs if name not in constants]
 
     def run(input_ids, attention_mask, token_type_ids, *task):
-        """int32 [B, S] x3 and the task tensors -> logits [B, N]."""
-        return classify(input_ids, attention_mask, token_type_ids, **dict(zip(names, task)))
+        """int32 [B, S] x3 and the task tensors not in ``constants`` -> logits [B, N]."""
+        tensors = {name: tf.constant(value, tf.float32) for name, value in constants.items()}
+        tensors.update(zip(names, task))
+        return classify(input_ids, attention_mask, token_type_ids, **tensors)
 
     ids_spec = _ids_spec(length)
-    return {"classify": signature_function("classify", run, [ids_spec] * 3 + list(specs.values()))}
+    return {"classify": signature_function("classify", run, [ids_spec] * 3 + [specs[name] for name in names])}

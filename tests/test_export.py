@@ -804,3 +804,28 @@ def test_fixed_length_shared_graph_matches_keras_when_padded(tmp_path, task_dirs
         keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
         padded = [np.pad(array, ((0, 0), (0, length - array.shape[1]))) for array in (ids, mask, types)]
         np.testing.assert_allclose(shared.logits(*padded), keras, atol=1e-4, rtol=1e-4)
+
+
+def test_shared_graph_with_task_tensors_as_constants_matches_keras(tmp_path, task_dirs, tiny_backbone):
+    """shared_signatures(constants=...) (benchmarks/bench_graph_variants.py --graphs constant-*): the named
+    task tensors leave the graph's inputs and are built in; the numbers stay Keras'. A name the graph
+    does not take is refused by name."""
+    from spartan_tf import artifacts, export, shared_graph
+    from spartan_tf.parity import SharedBundle
+
+    model, config = artifacts.load_trained(task_dirs["qnli"], backbone=tiny_backbone)[:2]
+    graph_layout = shared_graph.layout(config)
+    tensors = shared_graph.task_tensors(model)
+    built_in = {name: value for name, value in tensors.items() if name.endswith("_keys") or name.startswith("head_")}
+    assert built_in and len(built_in) < len(tensors)
+    flatbuffer = export.to_tflite(shared_graph.shared_signatures(tiny_backbone, graph_layout, MAX_LENGTH,
+                                                                 constants=built_in), "float32")
+    (tmp_path / "partly.tflite").write_bytes(flatbuffer)
+    shared = SharedBundle(tmp_path / "partly.tflite", {k: v for k, v in tensors.items() if k not in built_in})
+    assert set(shared.classify.get_input_details()) == {"input_ids", "attention_mask", "token_type_ids",
+                                                         *(set(tensors) - set(built_in))}
+    for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+        keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+        np.testing.assert_allclose(shared.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"constants: \['layer_00_adapter'\] are not task tensors of this graph"):
+        shared_graph.shared_signatures(tiny_backbone, graph_layout, MAX_LENGTH, constants={"layer_00_adapter": 0})
