@@ -112,6 +112,7 @@ VARIANTS = {
                                                                      "--first-memory-layer", "3"]),
     "recipe+two-sites+temperature-4+from-layer-2": ("spartan", [*RECIPE, *TWO_SITES, "--temperature", "4",
                                                                 "--first-memory-layer", "2"]),
+    "default+two-sites+memory-dropout-0.1": ("spartan", [*TWO_SITES, "--memory-dropout", "0.1"]),
     "default+warmup-10%": ("spartan", ["--warmup-ratio", "0.1"]),
     "default+lr-2e-3+warmup-10%": ("spartan", ["--learning-rate", "2e-3", "--warmup-ratio", "0.1"]),
     "values-0": ("spartan", ["--preset", "reference", "--value-init-std", "0"]),
