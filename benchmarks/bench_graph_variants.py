@@ -38,7 +38,9 @@ examples, one example at a time at its own length (as the parity check runs them
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -224,8 +226,12 @@ def main(argv=None):
                 yield "classify", inputs
         return generate
 
-    scratch = Path(args.keep_dir or tempfile.mkdtemp(prefix="bench-act-"))
-    scratch.mkdir(parents=True, exist_ok=True)
+    if args.keep_dir:
+        scratch = Path(args.keep_dir)
+        scratch.mkdir(parents=True, exist_ok=True)
+    else:  # the converted graphs (tens of MB each) go when the process ends, however main ends
+        scratch = Path(tempfile.mkdtemp(prefix="bench-act-"))
+        atexit.register(shutil.rmtree, scratch, True)
     constants = {graph: {name: value for name, value in tensors.items() if any(part in name for part in parts)}
                  for graph, parts in CONSTANT_GRAPHS.items()}
     constants.update(shared={}, buckets={})
@@ -318,6 +324,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import signal
+
+    from benchmarks.method_runs import stop_on_sigterm
     from spartan_tf.errors import run_cli
 
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # kill acts as Ctrl-C, so the scratch graphs go too
     sys.exit(run_cli(main))
