@@ -41,6 +41,7 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -53,7 +54,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "device"))
 
 VARIANTS = ("dynamic-range", "full int8", "16x8", "float32")
-# a --graphs choice -> the task tensors (by name suffix) it builds into the shared graph as constants
+# a --graphs choice -> the task tensors it builds into the shared graph as constants: those whose name contains a part
 CONSTANT_GRAPHS = {"constant-keys": ("_keys",), "constant-values": ("_values",),
                    "constant-memories": ("_keys", "_values"), "constant-head": ("head_pooler_", "head_classifier_")}
 
@@ -274,7 +275,8 @@ def main(argv=None):
         paths = {int(label.rsplit(", ", 1)[1]): path for label, path in files.items()
                  if label.startswith(f"buckets, {variant},")}
         if paths:
-            runners[f"buckets {'/'.join(map(str, sorted(paths)))}, {variant}"] = BucketRunner(paths, task_files["buckets"], args.threads)
+            label = f"buckets {'/'.join(map(str, sorted(paths)))}, {variant}"
+            runners[label] = BucketRunner(paths, task_files["buckets"], args.threads)
     for label in list(runners):  # a graph the device runtime cannot execute is a result too
         try:
             runners[label].logits(*dev_batches[0])
@@ -324,8 +326,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import signal
-
     from benchmarks.method_runs import stop_on_sigterm
     from spartan_tf.errors import run_cli
 
