@@ -424,16 +424,18 @@ def encode(tokenizer, examples: Sequence[Example]) -> dict[str, list[list[int]]]
     }
 
 
-def length_order(encoded: dict[str, list[list[int]]]) -> np.ndarray:
+def length_order(encoded: dict[str, list]) -> np.ndarray:
     """Example indexes sorted by token count (stable): the order of ``make_dataset(order_by_length=True)``."""
-    return np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+    return np.argsort([len(mask) for mask in encoded["attention_mask"]], kind="stable")
 
 
-def make_dataset(encoded: dict[str, list[list[int]]], labels: Sequence[int | float], batch_size: int,
+def make_dataset(encoded: dict[str, list], labels: Sequence[int | float], batch_size: int,
                  shuffle: bool, seed: int, task: TaskSpec, order_by_length: bool = False):
     """Batches of (features, labels); each batch is padded with 0 to its own longest sequence.
 
-    features: {input_ids, attention_mask, token_type_ids} int32 [B, S]; labels [B] int32 for
+    ``encoded``: {feature name: N rows}, a row a list of L_i ints (as ``encode`` gives) or an array
+    [L_i, ...] (the frozen layers' states, see frozen_prefix.py); it must hold ``attention_mask``.
+    features: the same names, int32 [B, S] (or the arrays' dtype, [B, S, ...]); labels [B] int32 for
     classification, float32 for regression. ``shuffle`` reshuffles every epoch (deterministic for a
     seed). ``order_by_length`` (evaluation) batches similar lengths together to cut padding; element i
     is then example ``length_order(encoded)[i]``; labels still travel with their features.
@@ -442,17 +444,13 @@ def make_dataset(encoded: dict[str, list[list[int]]], labels: Sequence[int | flo
 
     if shuffle and order_by_length:
         raise ValueError("shuffle and order_by_length exclude each other")
-    if len(labels) != len(encoded["input_ids"]) or len(labels) == 0:
+    if len(labels) != len(encoded["attention_mask"]) or len(labels) == 0:
         raise ValueError(f"need one label per example, got {len(labels)} labels for "
-                         f"{len(encoded['input_ids'])} examples")
+                         f"{len(encoded['attention_mask'])} examples")
     order = length_order(encoded) if order_by_length else np.arange(len(labels))
-    lengths = np.array([len(encoded["input_ids"][i]) for i in order], dtype=np.int64)
-    features = {
-        name: tf.RaggedTensor.from_row_lengths(
-            np.fromiter((t for i in order for t in encoded[name][i]), dtype=np.int32, count=lengths.sum()),
-            lengths)
-        for name in FEATURE_NAMES
-    }
+    lengths = np.array([len(encoded["attention_mask"][i]) for i in order], dtype=np.int64)
+    features = {name: tf.RaggedTensor.from_row_lengths(_rows_end_to_end(rows, order, lengths.sum()), lengths)
+                for name, rows in encoded.items()}
     label_dtype = np.float32 if task.is_regression else np.int32
     dataset = tf.data.Dataset.from_tensor_slices((features, np.asarray(labels, dtype=label_dtype)[order]))
     if shuffle:
@@ -461,3 +459,11 @@ def make_dataset(encoded: dict[str, list[list[int]]], labels: Sequence[int | flo
     dataset = dataset.ragged_batch(batch_size).map(
         lambda feats, y: ({name: value.to_tensor() for name, value in feats.items()}, y))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _rows_end_to_end(rows: list, order: np.ndarray, total: int) -> np.ndarray:
+    """``rows[i]`` for i in ``order``, joined along their first axis: int32 [total] from lists of ints,
+    or the arrays' own dtype [total, ...]."""
+    if isinstance(rows[0], np.ndarray):
+        return np.concatenate([rows[i] for i in order])
+    return np.fromiter((t for i in order for t in rows[i]), dtype=np.int32, count=total)

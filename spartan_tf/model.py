@@ -6,6 +6,8 @@ import tf_keras
 
 from spartan_tf.heads import ClassificationHead
 
+FROZEN_STATES = "frozen_states"  # an input key: the hidden states after the frozen layers (frozen_prefix.py)
+
 
 class TaskModel(tf_keras.Model):
     """embed -> (encoder layer i with the method's module i)* -> head.
@@ -15,7 +17,8 @@ class TaskModel(tf_keras.Model):
     the layer). ``after_layers`` holds the modules, one per
     encoder layer (None for a layer the method leaves alone: SPARTAN's below ``--first-memory-layer``).
 
-    Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``.
+    Inputs: dict of int32 [B, S] tensors ``input_ids``, ``attention_mask``, ``token_type_ids``; or, in
+    training, ``FROZEN_STATES`` float32 [B, S, H] and ``attention_mask`` (see ``encode``).
     Output: logits [B, num_outputs].
 
     The backbone is NOT tracked by Keras unless the method trains it (``method.trains_backbone``,
@@ -37,16 +40,31 @@ class TaskModel(tf_keras.Model):
             backbone.unfreeze()
             self.trained_backbone = backbone.bert  # tracked: its weights train, checkpoint and save
 
-    def encode(self, inputs, training=None):
-        """Hidden states after the last encoder layer and its memory: [B, S, H]. In training, with
-        ``backbone_dropout``, the frozen backbone runs its own dropouts (BERT's training mode)."""
+    def encode(self, inputs, training=None, stop=None):
+        """Hidden states after the last encoder layer and its memory (after layer ``stop - 1`` if given):
+        [B, S, H]. In training, with ``backbone_dropout``, the frozen backbone runs its own dropouts
+        (BERT's training mode). Inputs with ``FROZEN_STATES`` [B, S, H] (the states after the first
+        ``frozen_prefix`` layers, see frozen_prefix.py) and ``attention_mask`` start above those layers."""
         dropout = bool(training) and self.backbone_dropout
         mask = inputs["attention_mask"]
-        hidden = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"], dropout)
+        if FROZEN_STATES in inputs:
+            hidden, start = inputs[FROZEN_STATES], self.frozen_prefix
+        else:
+            hidden, start = self.backbone.embed(inputs["input_ids"], inputs["token_type_ids"], dropout), 0
         bias = self.backbone.attention_bias(mask, hidden.dtype)
-        for index, module in enumerate(self.after_layers):
-            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, module, dropout, training)
+        for index in range(start, len(self.after_layers) if stop is None else stop):
+            hidden = self.method.forward_layer(self.backbone, index, hidden, bias, mask, self.after_layers[index],
+                                               dropout, training)
         return hidden
+
+    @property
+    def frozen_prefix(self) -> int:
+        """How many encoder layers from the bottom have no module of the method and train nothing (SPARTAN's
+        below ``--first-memory-layer``; 0 for a method that trains the backbone)."""
+        if getattr(self.method, "trains_backbone", False):
+            return 0
+        modules = [module is not None for module in self.after_layers]
+        return modules.index(True) if True in modules else len(modules)
 
     def call(self, inputs, training=None):
         return self.head(self.encode(inputs, training), attention_mask=inputs["attention_mask"], training=training)

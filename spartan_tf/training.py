@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from spartan_tf import artifacts, data, distribute
+from spartan_tf import artifacts, data, distribute, frozen_prefix
 from spartan_tf.backbone import Backbone
 from spartan_tf.evaluation import DevMetrics, example_dataset
 from spartan_tf.model import build_task_model
@@ -69,6 +69,26 @@ def count(variables) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
 
+def run_frozen_layers_once(model, encoded, batch_size, backbone_dropout, replicas):
+    """(training features, seconds spent): ``encoded``, or, when the model's lowest layers are frozen
+    and deterministic and their states fit in memory, those states (frozen_prefix.py), computed now."""
+    layers = frozen_prefix.cacheable_layers(model, backbone_dropout, replicas)
+    if not layers:
+        return encoded, 0.0
+    size = frozen_prefix.states_bytes(encoded, model.backbone.config.hidden_size)
+    named = "layer 0" if layers == 1 else f"layers 0-{layers - 1}"
+    if size > frozen_prefix.MAX_BYTES:
+        print(f"{named} train nothing but run every epoch: their states for these examples "
+              f"would take {size / 2**20:,.0f} MB (more than {frozen_prefix.MAX_BYTES / 2**20:,.0f})", flush=True)
+        return encoded, 0.0
+    start = time.perf_counter()
+    states = frozen_prefix.with_prefix_states(model, encoded, batch_size)
+    seconds = time.perf_counter() - start
+    print(f"{named} train nothing: ran them once for the {len(encoded['input_ids']):,} training "
+          f"examples ({size / 2**20:,.0f} MB, {seconds:.1f} s); every epoch starts at layer {layers}", flush=True)
+    return states, seconds
+
+
 def train_task(*, task, method, source, model_name, train_examples, dev_examples, out_dir,
                learning_rate, batch_size, per_replica_batch, strategy_name, tpu, epochs, seed,
                max_seq_length, head_dropout, pooling, backbone_dropout, lr_schedule, warmup_ratio, run_info,
@@ -94,6 +114,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         model.compile(optimizer=optimizer, loss=make_loss(task))
     tokenizer = backbone.tokenizer(max_seq_length)
     encoded = data.encode(tokenizer, train_examples)
+    encoded, frozen_seconds = run_frozen_layers_once(model, encoded, global_batch, backbone_dropout, replicas)
     labels = [example.label for example in train_examples]
     dev_data = example_dataset(task, dev_examples, tokenizer, global_batch)
     options = tf.data.Options()  # in-memory data: split each global batch between replicas and workers
@@ -160,7 +181,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
                     f"run the same command with --resume to continue"
                 )
 
-    train_seconds = float(sum(timer.seconds))
+    train_seconds = float(sum(timer.seconds)) + frozen_seconds  # this process's share of the training
     epochs_record = state.history
     final = {name: value for name, value in epochs_record[-1].items()
              if name not in ("epoch", "train_loss", "train_seconds")}
@@ -169,7 +190,8 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         "dev_examples": len(dev_examples),
         "final": final,
         "epochs": epochs_record,
-        "train_seconds": round(sum(record["train_seconds"] for record in epochs_record), 1),
+        "train_seconds": round(sum(record["train_seconds"] for record in epochs_record) + frozen_seconds, 1),
+        "frozen_layers_seconds": round(frozen_seconds, 2),  # part of train_seconds: frozen_prefix.py
         "train_examples_per_second": round(examples_seen / train_seconds, 2) if train_seconds else None,
         "method": method.name,
         "trainable_parameters": trainable,
