@@ -5,7 +5,9 @@ the backbone's dropout off nothing there is random: what they give an example is
 epoch. Training then runs them once per example (``prefix_states``) and every epoch's batches carry
 those hidden states (``FROZEN_STATES``) instead of the token ids, so each step starts at layer N.
 Padding does not change a real token's states (attention ignores padded keys), so the model computes
-what it computes from the tokens, up to float rounding.
+what it computes from the tokens, up to float rounding. With N = 2, few-shot training (200 examples
+x 10 epochs) went from about 1.3x to 1.4-1.7x adapters' speed (docs/results.md, "Choosing the epoch;
+the frozen layers run once").
 """
 
 import numpy as np
