@@ -76,16 +76,16 @@ def run_frozen_layers_once(model, encoded, batch_size, backbone_dropout, replica
     if not layers:
         return encoded, 0.0
     size = frozen_prefix.states_bytes(encoded, model.backbone.config.hidden_size)
-    named = "layer 0" if layers == 1 else f"layers 0-{layers - 1}"
+    named = "frozen layer 0" if layers == 1 else f"frozen layers 0-{layers - 1}"
     if size > frozen_prefix.MAX_BYTES:
-        print(f"{named} train nothing but run every epoch: their states for these examples "
-              f"would take {size / 2**20:,.0f} MB (more than {frozen_prefix.MAX_BYTES / 2**20:,.0f})", flush=True)
+        print(f"{named}: run in every epoch, as their states for these examples would take "
+              f"{size / 2**20:,.0f} MB (more than {frozen_prefix.MAX_BYTES / 2**20:,.0f} MB)", flush=True)
         return encoded, 0.0
     start = time.perf_counter()
     states = frozen_prefix.with_prefix_states(model, encoded, batch_size)
     seconds = time.perf_counter() - start
-    print(f"{named} train nothing: ran them once for the {len(encoded['input_ids']):,} training "
-          f"examples ({size / 2**20:,.0f} MB, {seconds:.1f} s); every epoch starts at layer {layers}", flush=True)
+    print(f"{named}: run once for the {len(encoded['input_ids']):,} training examples ({size / 2**20:,.0f} MB, "
+          f"{seconds:.1f} s) instead of every epoch; each step starts at layer {layers}", flush=True)
     return states, seconds
 
 

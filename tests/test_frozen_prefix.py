@@ -73,9 +73,19 @@ def train_argv(tiny_model_dir, out_dir, *flags):
 def test_training_says_when_it_runs_the_frozen_layers_once(flags, runs_once, tiny_model_dir, tmp_path, capsys):
     assert run_cli(train.main, train_argv(tiny_model_dir, tmp_path / "o", *flags)) == 0
     out = capsys.readouterr().out
-    assert ("layer 0 train nothing: ran them once for the 16 training examples" in out) == runs_once
+    assert ("frozen layer 0: run once for the 16 training examples" in out) == runs_once
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert [epoch["epoch"] for epoch in metrics["epochs"]] == [1, 2]
-    assert (metrics["frozen_layers_seconds"] > 0) == runs_once  # counted as training time:
+    assert (metrics["frozen_layers_seconds"] > 0) == runs_once  # and it counts as training time
     epochs_seconds = sum(epoch["train_seconds"] for epoch in metrics["epochs"])
     assert metrics["train_seconds"] == pytest.approx(epochs_seconds + metrics["frozen_layers_seconds"], abs=0.06)
+
+
+def test_states_larger_than_the_memory_budget_leave_the_layers_running_every_epoch(
+        tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(frozen_prefix, "MAX_BYTES", 1000)  # 16 examples x 32 floats x 4 bytes take more
+    assert run_cli(train.main, train_argv(tiny_model_dir, tmp_path / "o", "--first-memory-layer", "1")) == 0
+    out = capsys.readouterr().out
+    assert "frozen layer 0: run in every epoch, as their states for these examples would take" in out
+    assert "run once" not in out
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["frozen_layers_seconds"] == 0
