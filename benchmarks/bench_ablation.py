@@ -108,6 +108,8 @@ VARIANTS = {
     "recipe+two-sites+size-8x3": ("spartan", [*RECIPE, *TWO_SITES, "--num-parents", "8", "--children", "24",
                                                "--top-k", "4"]),  # the recipe's parameter count
     "recipe+two-sites+memory-dropout-0.1": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1"]),
+    "recipe+two-sites+memory-dropout-0.1+from-layer-2": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
+                                                                     "--first-memory-layer", "2"]),
     "recipe+two-sites+memory-dropout-0.1+from-layer-3": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
                                                                      "--first-memory-layer", "3"]),
     "recipe+two-sites+temperature-4+from-layer-2": ("spartan", [*RECIPE, *TWO_SITES, "--temperature", "4",
