@@ -19,11 +19,17 @@ from spartan_tf.model import FROZEN_STATES
 MAX_BYTES = 1 << 30  # held in memory; a larger training set runs the frozen layers every epoch as before
 
 
-def cacheable_layers(model, backbone_dropout: bool, replicas: int) -> int:
-    """How many encoder layers from the bottom training may run once per example: ``model.frozen_prefix``,
-    or 0 with the backbone's dropout (then those layers draw random numbers every epoch) or several
-    replicas (the states would travel to every replica with each batch)."""
-    return 0 if backbone_dropout or replicas > 1 else model.frozen_prefix
+def reason_to_run_every_epoch(backbone_dropout: bool, replicas: int, size: int) -> str | None:
+    """Why the frozen layers cannot run once here (a clause for the run's log), or None if they can.
+    ``size``: what their states would take in memory (``states_bytes``)."""
+    if backbone_dropout:
+        return "as --backbone-dropout draws new dropout masks in them every time"
+    if replicas > 1:
+        return f"as their states would travel to each of the {replicas} replicas with every batch"
+    if size > MAX_BYTES:
+        return (f"as their states for these examples would take {size / 2**20:,.0f} MB "
+                f"(more than {MAX_BYTES / 2**20:,.0f} MB)")
+    return None
 
 
 def states_bytes(encoded: dict, hidden_size: int) -> int:

@@ -71,15 +71,15 @@ def count(variables) -> int:
 
 def run_frozen_layers_once(model, encoded, batch_size, backbone_dropout, replicas):
     """(training features, seconds spent): ``encoded``, or, when the model's lowest layers are frozen
-    and deterministic and their states fit in memory, those states (frozen_prefix.py), computed now."""
-    layers = frozen_prefix.cacheable_layers(model, backbone_dropout, replicas)
+    (``model.frozen_prefix``) and can run once (frozen_prefix.py), their states, computed now."""
+    layers = model.frozen_prefix
     if not layers:
         return encoded, 0.0
-    size = frozen_prefix.states_bytes(encoded, model.backbone.config.hidden_size)
     named = "frozen layer 0" if layers == 1 else f"frozen layers 0-{layers - 1}"
-    if size > frozen_prefix.MAX_BYTES:
-        print(f"{named}: run in every epoch, as their states for these examples would take "
-              f"{size / 2**20:,.0f} MB (more than {frozen_prefix.MAX_BYTES / 2**20:,.0f} MB)", flush=True)
+    size = frozen_prefix.states_bytes(encoded, model.backbone.config.hidden_size)
+    reason = frozen_prefix.reason_to_run_every_epoch(backbone_dropout, replicas, size)
+    if reason:
+        print(f"{named}: run in every epoch, {reason}", flush=True)
         return encoded, 0.0
     start = time.perf_counter()
     states = frozen_prefix.with_prefix_states(model, encoded, batch_size)

@@ -26,9 +26,6 @@ def test_the_frozen_prefix_is_the_layers_below_the_first_module(tiny_backbone):
     assert build_task_model(tiny_backbone, spartan_from_layer(0), 2, 0.1, seed=0).frozen_prefix == 0
     model = build_task_model(tiny_backbone, spartan_from_layer(1), 2, 0.1, seed=0)
     assert model.frozen_prefix == 1
-    assert frozen_prefix.cacheable_layers(model, backbone_dropout=False, replicas=1) == 1
-    assert frozen_prefix.cacheable_layers(model, backbone_dropout=True, replicas=1) == 0  # random every epoch
-    assert frozen_prefix.cacheable_layers(model, backbone_dropout=False, replicas=2) == 0
     assert build_task_model(tiny_backbone, AdapterMethod(adapter_size=4), 2, 0.1, seed=0).frozen_prefix == 0
 
 
@@ -67,13 +64,23 @@ def train_argv(tiny_model_dir, out_dir, *flags):
             "--num-parents", "4", "--children", "8", "--top-k", "2", "--output-dir", str(out_dir), *flags]
 
 
-@pytest.mark.parametrize("flags,runs_once", [(["--first-memory-layer", "1"], True),
-                                             (["--first-memory-layer", "1", "--backbone-dropout"], False),
-                                             ([], False)])
-def test_training_says_when_it_runs_the_frozen_layers_once(flags, runs_once, tiny_model_dir, tmp_path, capsys):
+def test_the_frozen_layers_run_once_only_when_nothing_in_them_changes_between_epochs():
+    assert frozen_prefix.reason_to_run_every_epoch(backbone_dropout=False, replicas=1, size=1000) is None
+    assert "--backbone-dropout" in frozen_prefix.reason_to_run_every_epoch(True, 1, 1000)
+    assert "each of the 2 replicas" in frozen_prefix.reason_to_run_every_epoch(False, 2, 1000)
+    assert "(more than 1,024 MB)" in frozen_prefix.reason_to_run_every_epoch(False, 1, frozen_prefix.MAX_BYTES + 1)
+
+
+@pytest.mark.parametrize("flags,line", [
+    (["--first-memory-layer", "1"], "frozen layer 0: run once for the 16 training examples"),
+    (["--first-memory-layer", "1", "--backbone-dropout"], "frozen layer 0: run in every epoch, as --backbone-dropout"),
+    ([], None),
+])
+def test_training_says_when_it_runs_the_frozen_layers_once(flags, line, tiny_model_dir, tmp_path, capsys):
     assert run_cli(train.main, train_argv(tiny_model_dir, tmp_path / "o", *flags)) == 0
     out = capsys.readouterr().out
-    assert ("frozen layer 0: run once for the 16 training examples" in out) == runs_once
+    runs_once = line is not None and "run once" in line
+    assert ("frozen layer" in out) == (line is not None) and (line is None or line in out)
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert [epoch["epoch"] for epoch in metrics["epochs"]] == [1, 2]
     assert (metrics["frozen_layers_seconds"] > 0) == runs_once  # and it counts as training time
