@@ -37,24 +37,24 @@ def states_bytes(encoded: dict, hidden_size: int) -> int:
     return sum(len(ids) for ids in encoded["input_ids"]) * hidden_size * 4
 
 
-def prefix_states(model, encoded: dict, batch_size: int) -> list:
+def prefix_states(model, task, encoded: dict, batch_size: int) -> list:
     """Each example's hidden states after encoder layer ``model.frozen_prefix - 1``, real tokens only:
     N float32 arrays [L_i, H], in the order of ``encoded``'s examples."""
     encode = tf.function(lambda inputs: model.encode(inputs, training=False, stop=model.frozen_prefix),
                          reduce_retracing=True)
-    order = data.length_order(encoded)  # batches of similar lengths: little padding
-    states = [None] * len(order)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        length = max(len(encoded["input_ids"][i]) for i in batch)
-        inputs = {name: np.array([row + [0] * (length - len(row)) for row in (encoded[name][i] for i in batch)],
-                                 dtype=np.int32) for name in data.FEATURE_NAMES}
-        hidden = encode(inputs).numpy()
-        for row, i in enumerate(batch):
-            states[i] = hidden[row, :len(encoded["input_ids"][i])]
+    # Batches of similar lengths (little padding); element k is example length_order(encoded)[k].
+    batches = data.make_dataset(encoded, [0] * len(encoded["attention_mask"]), batch_size, shuffle=False, seed=0,
+                                task=task, order_by_length=True)
+    rows = []
+    for features, _ in batches:
+        hidden, lengths = encode(features).numpy(), features["attention_mask"].numpy().sum(axis=1)
+        rows.extend(states[:length] for states, length in zip(hidden, lengths))
+    states = [None] * len(rows)
+    for row, example in zip(rows, data.length_order(encoded)):
+        states[example] = row
     return states
 
 
-def with_prefix_states(model, encoded: dict, batch_size: int) -> dict:
+def with_prefix_states(model, task, encoded: dict, batch_size: int) -> dict:
     """The training features that skip the frozen layers: {FROZEN_STATES: N arrays [L_i, H], attention_mask}."""
-    return {FROZEN_STATES: prefix_states(model, encoded, batch_size), "attention_mask": encoded["attention_mask"]}
+    return {FROZEN_STATES: prefix_states(model, task, encoded, batch_size), "attention_mask": encoded["attention_mask"]}

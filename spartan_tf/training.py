@@ -69,7 +69,7 @@ def count(variables) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
 
-def run_frozen_layers_once(model, encoded, batch_size, backbone_dropout, replicas):
+def run_frozen_layers_once(model, task, encoded, batch_size, backbone_dropout, replicas):
     """(training features, seconds spent): ``encoded``, or, when the model's lowest layers are frozen
     (``model.frozen_prefix``) and can run once (frozen_prefix.py), their states, computed now."""
     layers = model.frozen_prefix
@@ -82,7 +82,7 @@ def run_frozen_layers_once(model, encoded, batch_size, backbone_dropout, replica
         print(f"{named}: run in every epoch, {reason}", flush=True)
         return encoded, 0.0
     start = time.perf_counter()
-    states = frozen_prefix.with_prefix_states(model, encoded, batch_size)
+    states = frozen_prefix.with_prefix_states(model, task, encoded, batch_size)
     seconds = time.perf_counter() - start
     print(f"{named}: run once for the {len(encoded['input_ids']):,} training examples ({size / 2**20:,.0f} MB, "
           f"{seconds:.1f} s) instead of every epoch; each step starts at layer {layers}", flush=True)
@@ -114,7 +114,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         model.compile(optimizer=optimizer, loss=make_loss(task))
     tokenizer = backbone.tokenizer(max_seq_length)
     encoded = data.encode(tokenizer, train_examples)
-    encoded, frozen_seconds = run_frozen_layers_once(model, encoded, global_batch, backbone_dropout, replicas)
+    encoded, frozen_seconds = run_frozen_layers_once(model, task, encoded, global_batch, backbone_dropout, replicas)
     labels = [example.label for example in train_examples]
     dev_data = example_dataset(task, dev_examples, tokenizer, global_batch)
     options = tf.data.Options()  # in-memory data: split each global batch between replicas and workers

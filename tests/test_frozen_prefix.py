@@ -37,9 +37,9 @@ def test_batches_of_frozen_states_give_the_logits_and_gradients_of_batches_of_to
     for offset, variable in enumerate(model.trainable_weights):  # memories that change the states
         variable.assign(tf.random.stateless_normal(variable.shape, seed=(9, offset), stddev=0.3))
     encoded = data.encode(tiny_backbone.tokenizer(32), [data.Example(a, b, 0) for a, b in TEXTS])
-    states = frozen_prefix.with_prefix_states(model, encoded, batch_size=3)
-    assert [row.shape for row in states[FROZEN_STATES]] == [(len(ids), 32) for ids in encoded["input_ids"]]
     labels, task = [0, 1, 1, 0], get_task("qnli")
+    states = frozen_prefix.with_prefix_states(model, task, encoded, batch_size=3)
+    assert [row.shape for row in states[FROZEN_STATES]] == [(len(ids), 32) for ids in encoded["input_ids"]]
     from_tokens = data.make_dataset(encoded, labels, 2, shuffle=True, seed=3, task=task)
     from_states = data.make_dataset(states, labels, 2, shuffle=True, seed=3, task=task)
     for (tokens, y_tokens), (hidden, y_states) in zip(from_tokens, from_states):
