@@ -5,8 +5,8 @@
 The shared graph takes a task's memory keys and values as graph inputs, so its memories run as
 float32 matmuls, where the fused graph's keys and values are int8 constants (docs/results.md,
 "Where the shared graph's extra cost lies"). This benchmark converts the memory's two matmuls,
-keys ([1, L, H] x [H, keys]) and values ([1, L, children] x [children, H]), each alone into a
-.tflite file in six forms, and times them through ai-edge-litert on one thread:
+keys ([1, L, H] x [H, keys]) and values ([1, L, children] x [children, H]), and the head's pooler
+([1, 1, H] x [H, H]), each alone into a .tflite file in six forms, and times them through ai-edge-litert on one thread:
 
 - float32 BATCH_MATMUL, weights a graph input (what the shared graph runs today);
 - float32 FULLY_CONNECTED, weights a graph input (the same product written 2-D);
@@ -62,7 +62,7 @@ def convert(function, specs, quantization: str, calibration=None) -> bytes:
 def matmul_forms(rows: int, inner: int, columns: int, weights, activations, seed: int) -> dict:
     """{form: (.tflite bytes, 2-D?, constant weights or None)} for [1, rows, inner] x [inner, columns].
 
-    ``weights(rng)`` -> [inner, columns] and ``activations(rng, rows)`` -> [1, rows, inner] draw the
+    ``weights(rng)`` -> [inner, columns] and ``activations(rng)`` -> [1, rows, inner] draw the
     inputs; 2-D forms take [rows, inner] and the weights transposed, [columns, inner], as
     FULLY_CONNECTED stores them."""
     import numpy as np
@@ -75,7 +75,7 @@ def matmul_forms(rows: int, inner: int, columns: int, weights, activations, seed
     def calibration(two_d: bool):
         def inputs():
             for _ in range(50):
-                x, w = activations(rng, rows), weights(rng)
+                x, w = activations(rng), weights(rng)
                 yield [x[0], w.T] if two_d else [x, w]
         return inputs
 
@@ -122,19 +122,23 @@ def main(argv=None):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    products = {
+    normal = lambda rng, shape, scale=1.0: rng.normal(scale=scale, size=shape).astype(np.float32)  # noqa: E731
+    products = {  # name: (rows, inner, columns, weights(rng), activations(rng))
         # layer-normed hidden states against keys of the trained memories' scale
-        "keys": (args.hidden, args.keys, lambda rng: rng.normal(scale=0.05, size=(args.hidden, args.keys)).astype(np.float32),
-                 lambda rng, n: rng.normal(size=(1, n, args.hidden)).astype(np.float32)),
+        "keys": (args.length, args.hidden, args.keys, lambda rng: normal(rng, (args.hidden, args.keys), 0.05),
+                 lambda rng: normal(rng, (1, args.length, args.hidden))),
         # the children's softmax weights (rows summing to 1) against value vectors
-        "values": (args.children, args.hidden, lambda rng: rng.normal(scale=0.05, size=(args.children, args.hidden)).astype(np.float32),
-                   lambda rng, n: rng.dirichlet(np.full(args.children, 0.2), size=(1, n)).astype(np.float32)),
+        "values": (args.length, args.children, args.hidden, lambda rng: normal(rng, (args.children, args.hidden), 0.05),
+                   lambda rng: rng.dirichlet(np.full(args.children, 0.2), size=(1, args.length)).astype(np.float32)),
+        # the head's pooler: the text's one pooled vector against [H, H]
+        "head": (1, args.hidden, args.hidden, lambda rng: normal(rng, (args.hidden, args.hidden), 0.05),
+                 lambda rng: normal(rng, (1, 1, args.hidden))),
     }
     rows = []
-    for product, (inner, columns, weights, activations) in products.items():
-        forms = matmul_forms(args.length, inner, columns, weights, activations, seed=0)
+    for product, (length, inner, columns, weights, activations) in products.items():
+        forms = matmul_forms(length, inner, columns, weights, activations, seed=0)
         rng = np.random.default_rng(1)
-        inputs = [activations(rng, args.length) for _ in range(20)]
+        inputs = [activations(rng) for _ in range(20)]
         run_weights = weights(rng)
         invokes, errors = {}, {}
         for form, (flatbuffer, two_d, constant) in forms.items():
@@ -151,14 +155,14 @@ def main(argv=None):
             for x in inputs:
                 interpreter.set_tensor(activation["index"], as_input(x[0] if two_d else x, activation))
                 interpreter.invoke()
-                got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(args.length, -1)
+                got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(length, -1)
                 exact = x[0].astype(np.float64) @ used_weights.astype(np.float64)
                 worst = max(worst, float(np.abs(got - exact).max() / np.abs(exact).max()))
             errors[form], invokes[form] = worst, interpreter.invoke
         latencies, cpu_seconds, _ = take_turns(list(invokes), CALLS, lambda form, _: invokes[form](),
                                                repeats=args.repeats, block=100)
         for form in invokes:
-            rows.append({"product": product, "shape": f"[1, {args.length}, {inner}] x [{inner}, {columns}]", "form": form,
+            rows.append({"product": product, "shape": f"[1, {length}, {inner}] x [{inner}, {columns}]", "form": form,
                          "median_us_per_call": round(1000 * statistics.median(latencies[form]), 2),
                          "cpu_us_per_call": round(1e6 * cpu_seconds[form] / (args.repeats * CALLS), 2),
                          "relative_error": round(errors[form], 5)})

@@ -16,14 +16,16 @@ def test_every_form_is_timed_and_agrees_with_the_exact_product(tmp_path):
                     "--keys", "32", "--children", "16", "--repeats", "1", "--output", str(output)],
                    cwd=ROOT, check=True, capture_output=True, text=True)
     rows = json.loads(output.read_text())["rows"]  # weights of >= 1,024 values: the converter quantizes no fewer
-    assert [(row["product"], row["form"]) for row in rows] == [(product, form) for product in ("keys", "values")
+    assert [(row["product"], row["form"]) for row in rows] == [(product, form) for product in ("keys", "values", "head")
                                                               for form in FORMS]
     for row in rows:
         assert row["cpu_us_per_call"] > 0 and row["median_us_per_call"] > 0
         if row["form"].startswith("float32"):
             assert row["relative_error"] < 1e-5, row
-        else:  # int8 weights (and activations): a few steps of 1/127 of the range, no more
+        elif "hybrid" in row["form"]:  # int8 weights, float activations: a step or two of 1/127 of the range
             assert 0 < row["relative_error"] < 0.05, row
+        else:  # static scales, calibrated on 50 random inputs, clip some products; a wrong product is off by ~100%
+            assert 0 < row["relative_error"] < 0.25, row
 
 
 def test_int8_inputs_are_quantized_with_the_interpreters_scale():
