@@ -63,36 +63,34 @@ def matmul_forms(rows: int, inner: int, columns: int, weights, activations, seed
     """{form: (.tflite bytes, 2-D?, constant weights or None)} for [1, rows, inner] x [inner, columns].
 
     ``weights(rng)`` -> [inner, columns] and ``activations(rng)`` -> [1, rows, inner] draw the
-    inputs; 2-D forms take [rows, inner] and the weights transposed, [columns, inner], as
-    FULLY_CONNECTED stores them."""
+    inputs. Weights given as an input are stored [columns, inner], as the shared graph stores a task
+    tensor (``BATCH_MATMUL`` with ``adj_y``) and as ``FULLY_CONNECTED`` does; 2-D forms take the
+    activation as [rows, inner]."""
     import numpy as np
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
-    batch_specs = [tf.TensorSpec([1, rows, inner], tf.float32), tf.TensorSpec([inner, columns], tf.float32)]
+    batch_specs = [tf.TensorSpec([1, rows, inner], tf.float32), tf.TensorSpec([columns, inner], tf.float32)]
     flat_specs = [tf.TensorSpec([rows, inner], tf.float32), tf.TensorSpec([columns, inner], tf.float32)]
 
     def calibration(two_d: bool):
         def inputs():
             for _ in range(50):
                 x, w = activations(rng), weights(rng)
-                yield [x[0], w.T] if two_d else [x, w]
+                yield [x[0] if two_d else x, w.T]
         return inputs
 
-    def batch(x, w):
-        return tf.matmul(x, w)
-
-    def flat(x, w_transposed):
+    def product(x, w_transposed):
         return tf.matmul(x, w_transposed, transpose_b=True)
 
     constant = weights(np.random.default_rng(seed + 1))
     return {
-        FORMS[0]: (convert(batch, batch_specs, "none"), False, None),
-        FORMS[1]: (convert(flat, flat_specs, "none"), True, None),
+        FORMS[0]: (convert(product, batch_specs, "none"), False, None),
+        FORMS[1]: (convert(product, flat_specs, "none"), True, None),
         FORMS[2]: (convert(lambda x: tf.matmul(x, tf.constant(constant)), batch_specs[:1], "dynamic-range"), False, constant),
-        FORMS[3]: (convert(flat, flat_specs, "full-integer", calibration(two_d=True)), True, None),
-        FORMS[4]: (convert(batch, batch_specs, "full-integer", calibration(two_d=False)), False, None),
-        FORMS[5]: (convert(flat, flat_specs, "full-integer-inputs", calibration(two_d=True)), True, None),
+        FORMS[3]: (convert(product, flat_specs, "full-integer", calibration(two_d=True)), True, None),
+        FORMS[4]: (convert(product, batch_specs, "full-integer", calibration(two_d=False)), False, None),
+        FORMS[5]: (convert(product, flat_specs, "full-integer-inputs", calibration(two_d=True)), True, None),
     }
 
 
@@ -148,8 +146,7 @@ def main(argv=None):
             activation = inputs_by_name.pop("x")
             weight_input = list(inputs_by_name.values())
             if weight_input:
-                interpreter.set_tensor(weight_input[0]["index"],
-                                       as_input(run_weights.T.copy() if two_d else run_weights, weight_input[0]))
+                interpreter.set_tensor(weight_input[0]["index"], as_input(run_weights.T.copy(), weight_input[0]))
             used_weights = run_weights if constant is None else constant
             worst = 0.0
             for x in inputs:
