@@ -95,6 +95,7 @@ VARIANTS = {
     "default+from-layer-3": ("spartan", ["--first-memory-layer", "3"]),
     "recipe+from-layer-3": ("spartan", [*RECIPE, "--first-memory-layer", "3"]),
     "recipe+from-layer-2": ("spartan", [*RECIPE, "--first-memory-layer", "2"]),
+    "recipe+from-layer-2+key-init-data": ("spartan", [*RECIPE, "--first-memory-layer", "2", "--key-init", "data"]),
     "recipe+backbone-dropout": ("spartan", [*RECIPE, "--backbone-dropout"]),
     "recipe+top-k-16": ("spartan", [*RECIPE, "--top-k", "16"]),
     "recipe+temperature-4": ("spartan", [*RECIPE, "--temperature", "4"]),

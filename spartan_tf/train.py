@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{name} {method.default_learning_rate:g}" for name, method in METHODS.items())
     train_group.add_argument("--preset", choices=sorted(PRESETS),
                              help="SPARTAN only: a named recipe; 'reference' is the paper's reference code's, "
-                                  "'short-budget' learns faster in runs of a few hundred steps "
+                                  "'short-budget' learns faster in runs of a few hundred steps, "
+                                  "'few-shot' trains faster on about 200 examples "
                                   "(flags given explicitly still win)")
     train_group.add_argument("--learning-rate", type=float, help=f"default: the method's ({defaults})")
     train_group.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",

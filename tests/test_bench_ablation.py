@@ -70,6 +70,8 @@ def test_the_recipe_variant_is_what_preset_short_budget_sets():
 
     assert settings(bench_ablation.RECIPE) == settings(["--preset", "short-budget"])
     assert bench_ablation.VARIANTS["default+ffn-site+query-norm+lr-2e-3+warmup-10%"] == ("spartan", bench_ablation.RECIPE)
+    # and the few-shot preset is the variant whose rows docs/results.md quotes for it
+    assert settings(bench_ablation.VARIANTS["recipe+from-layer-2+key-init-data"][1]) == settings(["--preset", "few-shot"])
 
 
 def test_kill_stops_the_running_training_and_removes_the_scratch_folder(tmp_path):

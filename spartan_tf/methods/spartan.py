@@ -11,26 +11,28 @@ PATHS = ("dense", "sparse")  # see spartan_tf.memory
 # output inside it, before the layer's residual and LayerNorm (where an adapter sits); or two memories,
 # on the attention output and on the feed-forward output (where Houlsby's two adapters sit).
 SITES = ("layer", "feed-forward", "attention+feed-forward")
+KEY_INITS = ("random", "data")  # see spartan_tf.key_init
 
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
                 "output_gain": False, "center_values": False, "site": "layer", "first_layer": 0,
-                "memory_dropout": 0.0}
+                "memory_dropout": 0.0, "key_init": "random"}
 
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting;
 # "short-budget" is the recipe that learns faster in runs of a few hundred steps and slower in longer
-# ones (docs/results.md: five tasks at 189 steps, few-shot at 130, QNLI at 644).
+# ones (docs/results.md: five tasks at 189 steps, few-shot at 130, QNLI at 644); "few-shot" is it on
+# layers 2-5 only with keys started from the data, for runs of about 200 examples (faster to train).
+SHORT_BUDGET = {"memory_site": "feed-forward", "query_norm": True, "learning_rate": 2e-3, "warmup_ratio": 0.1}
 PRESETS = {
-    "short-budget": {
-        "memory_site": "feed-forward", "query_norm": True, "learning_rate": 2e-3, "warmup_ratio": 0.1,
-    },
+    "short-budget": SHORT_BUDGET,
+    "few-shot": {**SHORT_BUDGET, "first_memory_layer": 2, "key_init": "data"},  # docs/results.md, "Keys started from the data"
     "reference": {
         "learning_rate": 1e-3, "lr_schedule": "linear", "warmup_ratio": 0.0, "pooling": "cls",
         "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
         "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
         "value_scale": 1.0, "output_gain": False, "center_values": False, "memory_site": "layer",
-        "first_memory_layer": 0, "memory_dropout": 0.0,
+        "first_memory_layer": 0, "memory_dropout": 0.0, "key_init": "random",
     },
 }
 
@@ -56,6 +58,7 @@ class SpartanMethod:
     site: str = "layer"
     first_layer: int = 0
     memory_dropout: float = 0.0
+    key_init: str = "random"
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -84,6 +87,8 @@ class SpartanMethod:
             raise SpartanError(f"--first-memory-layer {self.first_layer}: must be >= 0")
         if not 0 <= self.memory_dropout < 1:
             raise SpartanError(f"--memory-dropout {self.memory_dropout}: must be in [0, 1)")
+        if self.key_init not in KEY_INITS:
+            raise SpartanError(f"--key-init {self.key_init!r}: expected one of {KEY_INITS}")
 
     @staticmethod
     def add_arguments(parser):
@@ -115,6 +120,9 @@ class SpartanMethod:
                                 "has no bias channel (default: on; the reference code's is off)")
         group.add_argument("--memory-dropout", type=float, default=0.0,
                            help="dropout on each memory's output while training (default 0: none)")
+        group.add_argument("--key-init", choices=KEY_INITS, default="random",
+                           help="start the keys at random (random, default) or from k-means of each memory's "
+                                "queries over 64 training texts (data; spartan_tf/key_init.py)")
         group.add_argument("--memory-site", choices=SITES, default="layer",
                            help="after each encoder layer (layer, default, the paper's), on the layer's "
                                 "feed-forward output before its residual and LayerNorm (feed-forward), or "
@@ -146,6 +154,7 @@ class SpartanMethod:
             site=args.memory_site,
             first_layer=args.first_memory_layer,
             memory_dropout=args.memory_dropout,
+            key_init=args.key_init,
         )
 
     @classmethod
