@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
+from spartan_tf.errors import SpartanError
 from spartan_tf.memory import SparseMemory
 
 LOGIT_STD = 0.4
@@ -117,6 +118,9 @@ def initialize_keys(model, encoded: dict, seed: int) -> float:
             masks.append(batch["attention_mask"].numpy().astype(bool))
     for index, (memory, record) in enumerate(zip(memories, records)):
         queries = np.concatenate([query[mask] for query, mask in zip(record, masks)])  # real tokens [N, H]
+        if len(queries) < memory.num_parents:
+            raise SpartanError(f"--key-init data: the {len(rows)} training texts hold {len(queries)} tokens, fewer "
+                               f"than the {memory.num_parents} parents to cluster them into; use --key-init random")
         if len(queries) > MAX_TOKENS:
             queries = queries[rng.choice(len(queries), size=MAX_TOKENS, replace=False)]
         parent_keys, child_keys = kmeans_keys(queries, memory.num_parents, memory.children_per_parent,

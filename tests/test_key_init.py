@@ -105,3 +105,10 @@ def test_training_with_data_keys_starts_from_them_and_counts_their_time(tiny_mod
 def test_an_unknown_key_init_is_named():
     with pytest.raises(SpartanError, match="--key-init 'kmeans': expected one of"):
         SpartanMethod(key_init="kmeans")
+
+
+def test_too_few_tokens_to_cluster_is_a_clear_error_naming_the_fix(tiny_backbone):
+    model = build_task_model(tiny_backbone, SpartanMethod(num_parents=8, children_per_parent=1, top_k=2), 2, 0.1, seed=3)
+    encoded = {"input_ids": [[101, 2054, 102]], "attention_mask": [[1, 1, 1]], "token_type_ids": [[0, 0, 0]]}
+    with pytest.raises(SpartanError, match="the 1 training texts hold 3 tokens, fewer than the 8 parents"):
+        key_init.initialize_keys(model, encoded, seed=0)
