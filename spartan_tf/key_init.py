@@ -20,9 +20,8 @@ import contextlib
 import time
 
 import numpy as np
-import tensorflow as tf
-from sklearn.cluster import KMeans
 
+from spartan_tf import data
 from spartan_tf.errors import SpartanError
 from spartan_tf.memory import SparseMemory
 
@@ -60,18 +59,6 @@ def recording_queries(memories):
             del memory.query
 
 
-def padded_batch(encoded: dict, rows) -> dict:
-    """int32 [B, S] tensors of the ``rows`` of ``encoded`` (data.encode's unpadded lists), padded to the longest."""
-    length = max(len(encoded["input_ids"][row]) for row in rows)
-    batch = {}
-    for name in ("input_ids", "attention_mask", "token_type_ids"):
-        padded = np.zeros((len(rows), length), dtype=np.int32)
-        for out, row in enumerate(rows):
-            padded[out, :len(encoded[name][row])] = encoded[name][row]
-        batch[name] = tf.constant(padded)
-    return batch
-
-
 def unit_orthogonal(vectors, direction):
     """Rows of ``vectors`` [N, H] less their component along ``direction`` [H], scaled to norm 1."""
     direction = direction / np.linalg.norm(direction)
@@ -81,6 +68,8 @@ def unit_orthogonal(vectors, direction):
 
 def kmeans_keys(queries, num_parents: int, children: int, temperature: float, seed: int):
     """(parent keys [E, H], child keys [E, C, H]) float32 from one memory's queries [N, H] (see above)."""
+    from sklearn.cluster import KMeans  # imported here: a run without --key-init data never pays for it
+
     mean = queries.mean(axis=0)
     centered = queries - mean
     parents = KMeans(num_parents, n_init=1, random_state=seed).fit(centered)
@@ -101,19 +90,21 @@ def kmeans_keys(queries, num_parents: int, children: int, temperature: float, se
     return (parent_scale * parent_directions).astype(np.float32), (child_scale * child_keys).astype(np.float32)
 
 
-def initialize_keys(model, encoded: dict, seed: int) -> float:
-    """Set every memory's keys of ``model`` (a built TaskModel) from its queries over a seeded sample of
-    ``encoded`` (data.encode's tokenized training texts). Returns the seconds it took."""
+def initialize_keys(model, task, encoded: dict, seed: int) -> float:
+    """Set every memory's keys of ``model`` (a built TaskModel for ``task``) from its queries over a
+    seeded sample of ``encoded`` (data.encode's tokenized training texts). Returns the seconds it took."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     count = len(encoded["input_ids"])
     rows = rng.choice(count, size=min(SAMPLE_TEXTS, count), replace=False)
-    rows = sorted(rows, key=lambda row: len(encoded["input_ids"][row]))  # batches of like lengths: little padding
+    sample = {name: [values[row] for row in rows] for name, values in encoded.items()}
+    # batches of like lengths: little padding
+    batches = data.make_dataset(sample, [0] * len(rows), BATCH_SIZE, shuffle=False, seed=0, task=task,
+                                order_by_length=True)
     memories = memories_of(model)
     masks = []
     with recording_queries(memories) as records:
-        for start_row in range(0, len(rows), BATCH_SIZE):
-            batch = padded_batch(encoded, rows[start_row:start_row + BATCH_SIZE])
+        for batch, _ in batches:
             model.encode(batch, training=False)
             masks.append(batch["attention_mask"].numpy().astype(bool))
     for index, (memory, record) in enumerate(zip(memories, records)):

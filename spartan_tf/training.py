@@ -116,7 +116,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
     encoded = data.encode(tokenizer, train_examples)
     key_init_seconds = 0.0
     if getattr(method, "key_init", "random") == "data" and not resume:  # a resumed run restores its keys
-        key_init_seconds = key_init.initialize_keys(model, encoded, seed)
+        key_init_seconds = key_init.initialize_keys(model, task, encoded, seed)
         print(f"keys set from k-means of each memory's queries ({key_init_seconds:.1f} s)", flush=True)
     encoded, frozen_seconds = run_frozen_layers_once(model, task, encoded, global_batch, backbone_dropout, replicas)
     setup_seconds = key_init_seconds + frozen_seconds  # training time spent before the first step

@@ -11,6 +11,7 @@ from spartan_tf import key_init, train
 from spartan_tf.errors import SpartanError, run_cli
 from spartan_tf.methods.spartan import SpartanMethod
 from spartan_tf.model import build_task_model
+from spartan_tf.tasks import get_task
 
 GLUE_SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "glue"
 
@@ -78,8 +79,8 @@ def test_training_with_data_keys_starts_from_them_and_counts_their_time(tiny_mod
     started = {}
     original = key_init.initialize_keys
 
-    def remember_keys(model, encoded, seed):
-        seconds = original(model, encoded, seed)
+    def remember_keys(model, task, encoded, seed):
+        seconds = original(model, task, encoded, seed)
         started["keys"] = [memory.parent_keys.numpy().copy() for memory in key_init.memories_of(model)]
         return seconds
 
@@ -111,4 +112,4 @@ def test_too_few_tokens_to_cluster_is_a_clear_error_naming_the_fix(tiny_backbone
     model = build_task_model(tiny_backbone, SpartanMethod(num_parents=8, children_per_parent=1, top_k=2), 2, 0.1, seed=3)
     encoded = {"input_ids": [[101, 2054, 102]], "attention_mask": [[1, 1, 1]], "token_type_ids": [[0, 0, 0]]}
     with pytest.raises(SpartanError, match="the 1 training texts hold 3 tokens, fewer than the 8 parents"):
-        key_init.initialize_keys(model, encoded, seed=0)
+        key_init.initialize_keys(model, get_task("qnli"), encoded, seed=0)
