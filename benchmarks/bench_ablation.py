@@ -109,6 +109,8 @@ VARIANTS = {
     "recipe+two-sites+size-8x3": ("spartan", [*RECIPE, *TWO_SITES, "--num-parents", "8", "--children", "24",
                                                "--top-k", "4"]),  # the recipe's parameter count
     "recipe+two-sites+memory-dropout-0.1": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1"]),
+    "recipe+two-sites+memory-dropout-0.1+tuned-norms": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
+                                                                    "--tune-layer-norms"]),
     "recipe+two-sites+memory-dropout-0.1+from-layer-2": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
                                                                      "--first-memory-layer", "2"]),
     "recipe+two-sites+memory-dropout-0.1+from-layer-3": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
@@ -125,6 +127,7 @@ VARIANTS = {
     "backbone-dropout": ("spartan", ["--preset", "reference", "--backbone-dropout"]),
     "adapters": ("adapters", []),
     "adapters+warmup-10%": ("adapters", ["--warmup-ratio", "0.1"]),
+    "adapters+tuned-norms": ("adapters", ["--tune-layer-norms"]),
     "adapters+backbone-dropout": ("adapters", ["--backbone-dropout"]),
     "adapters-lr-3e-4": ("adapters", ["--learning-rate", "3e-4"]),
     "adapters-lr-3e-3": ("adapters", ["--learning-rate", "3e-3"]),

@@ -9,9 +9,9 @@ never modified.
 
     context  = softmax(q k^T / sqrt(d) + bias) v          q = query(x), v = value(x), per head
     h        = after_attention(dense_attn(context))
-    a        = LayerNorm_attn(h + x)
+    a        = after_attention_norm(LayerNorm_attn(h + x))
     f        = after_output(dense_out(gelu(dense_mid(a))))
-    returned   LayerNorm_out(f + a)
+    returned   after_output_norm(LayerNorm_out(f + a))
 """
 
 import tensorflow as tf
@@ -39,12 +39,13 @@ def self_attention(layer, hidden, attention_bias, query=None, value=None, dropou
 
 
 def encoder_layer(layer, hidden, attention_bias, query=None, value=None, after_attention=None, after_output=None,
-                  dropout=False):
+                  after_attention_norm=None, after_output_norm=None, dropout=False):
     """HF ``TFBertLayer`` ``layer`` in inference mode with optional hooks: [B, S, H] -> [B, S, H].
 
     ``query``/``value``: see ``self_attention``. ``after_attention``/``after_output``: functions
     [B, S, H] -> [B, S, H] applied to the attention-output and feed-forward-output projections,
-    inside the residual (before ``LayerNorm(h + input)``). ``dropout``: BERT's training-mode dropouts
+    inside the residual (before ``LayerNorm(h + input)``). ``after_attention_norm``/``after_output_norm``:
+    functions [B, S, H] -> [B, S, H] applied to the two LayerNorms' outputs. ``dropout``: BERT's training-mode dropouts
     (on the attention probabilities and after each output projection, before the hooks)."""
     context = self_attention(layer, hidden, attention_bias, query, value, dropout)
     attention_output = layer.attention.dense_output
@@ -52,8 +53,11 @@ def encoder_layer(layer, hidden, attention_bias, query=None, value=None, after_a
     if after_attention is not None:
         h = after_attention(h)
     attended = attention_output.LayerNorm(h + hidden)
+    if after_attention_norm is not None:
+        attended = after_attention_norm(attended)
     feed_forward = layer.bert_output
     h = feed_forward.dropout(feed_forward.dense(layer.intermediate(attended)), training=dropout)
     if after_output is not None:
         h = after_output(h)
-    return feed_forward.LayerNorm(h + attended)
+    output = feed_forward.LayerNorm(h + attended)
+    return output if after_output_norm is None else after_output_norm(output)

@@ -139,6 +139,18 @@ def inference_memory(memory):
     return run
 
 
+class InferenceSublayerMemories:
+    """A SublayerMemories' inference form: called with ``site`` as the layer is, each site's memory
+    ``inference_memory``'s; ``layer_norms`` (``--tune-layer-norms``) the layer's own LayerNormTuning."""
+
+    def __init__(self, module):
+        self.forwards = {site: inference_memory(memory) for site, memory in module.memories.items()}
+        self.layer_norms = module.layer_norms
+
+    def __call__(self, hidden, site, attention_mask=None, training=None):
+        return self.forwards[site](hidden)
+
+
 def inference_module(module):
     """A layer's SPARTAN module in its inference form, called as the method's ``forward_layer`` calls
     it: ``inference_memory`` of a SparseMemory, or of each of a SublayerMemories' two (by ``site``)."""
@@ -147,8 +159,7 @@ def inference_module(module):
     if module is None:
         return None
     if isinstance(module, SublayerMemories):
-        forwards = {site: inference_memory(memory) for site, memory in module.memories.items()}
-        return lambda hidden, site, attention_mask=None, training=None: forwards[site](hidden)
+        return InferenceSublayerMemories(module)
     forward = inference_memory(module)
     return lambda hidden, attention_mask=None, training=None: forward(hidden)
 

@@ -18,7 +18,8 @@ then. The graph-level layout of every task tensor is chosen so that no op transp
 time: a matmul against a task tensor is ``BATCH_MATMUL`` with ``adj_y``, the tensor stored [out, in].
 
 A graph is specific to a "layout": the method's structural hyperparameters (SPARTAN: parents,
-children per parent, query norm, the memory's site; adapters and LoRA: none, their sizes are dynamic dimensions) and
+children per parent, query norm, the memory's site, tuned LayerNorms; adapters: tuned LayerNorms; LoRA:
+none; adapter sizes and LoRA ranks are dynamic dimensions) and
 the head's pooling. Every task of one layout shares one graph file; ``graph_key`` names it.
 
 Shapes: B batch, S length (both dynamic), H hidden, E parents, C children per parent, m adapter size,
@@ -40,8 +41,11 @@ def layout(config: dict) -> dict:
     if name == "spartan":
         structure = {"name": name, "num_parents": method["num_parents"],
                      "children_per_parent": method["children_per_parent"],
-                     "query_norm": bool(method.get("query_norm", False)), "site": method.get("site", "layer")}
-    elif name in ("adapters", "lora"):
+                     "query_norm": bool(method.get("query_norm", False)), "site": method.get("site", "layer"),
+                     **({"tune_layer_norms": True} if method.get("tune_layer_norms") else {})}  # older layouts unchanged
+    elif name == "adapters":
+        structure = {"name": name, **({"tune_layer_norms": True} if method.get("tune_layer_norms") else {})}
+    elif name == "lora":
         structure = {"name": name}
     else:
         raise SpartanError(f"method {name!r} has no shared form (only {', '.join(SHARED_METHODS)})")
@@ -57,7 +61,9 @@ def graph_key(graph_layout: dict) -> str:
     parts = [method["name"]]
     if method["name"] == "spartan":
         parts.append(f"{method['num_parents']}x{method['children_per_parent']}" + ("q" if method["query_norm"] else "")
-                     + SITE_SUFFIXES[method.get("site", "layer")])
+                     + SITE_SUFFIXES[method.get("site", "layer")] + ("n" if method.get("tune_layer_norms") else ""))
+    elif method.get("tune_layer_norms"):
+        parts.append("n")
     return "-".join(parts + [graph_layout["pooling"]])
 
 
@@ -86,6 +92,9 @@ def task_tensors(model) -> dict:
                 tensors[f"{prefix}_{target}_b"] = (module.scale * b.numpy()).T  # [H, r], the scale folded in
         else:
             raise SpartanError(f"method {name!r} has no shared form")
+        if getattr(model.method, "tune_layer_norms", False):
+            tensors.update(layer_norm_tensors(prefix, None if module is None else module.layer_norms,
+                                              model.backbone.hidden_size))
     head = model.head
     tensors["head_pooler_kernel"] = head.pooler_kernel.numpy().T  # [H, H] (out, in)
     tensors["head_pooler_bias"] = head.pooler_bias.numpy()  # [H]
@@ -128,6 +137,21 @@ def identity_memory_tensors(prefix: str, method, hidden_size: int) -> dict:
             f"{prefix}_top_k": np.array([method.top_k], dtype=np.float32)}
 
 
+def layer_norm_tensors(prefix: str, layer_norms, hidden_size: int) -> dict:
+    """A layer's LayerNormTuning (``--tune-layer-norms``) as ``<prefix>_<site>_norm_multiplier`` [H]
+    (1 + its scale) and ``_norm_shift`` [H] per site; 1 and 0 (the pretrained LayerNorm) for
+    ``layer_norms`` None (a SPARTAN layer below ``--first-memory-layer``)."""
+    from spartan_tf.methods.layer_norm_tuning import SITES
+
+    tensors = {}
+    for site in SITES:
+        scale, shift = ((np.zeros(hidden_size), np.zeros(hidden_size)) if layer_norms is None
+                        else (layer_norms.scales[site].numpy(), layer_norms.shifts[site].numpy()))
+        tensors[f"{prefix}_{site}_norm_multiplier"] = 1.0 + scale
+        tensors[f"{prefix}_{site}_norm_shift"] = shift
+    return tensors
+
+
 def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
     """{task tensor name: tf.TensorSpec}: the graph's task inputs (None: a dimension set per task)."""
     import tensorflow as tf
@@ -142,6 +166,7 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
                 specs[f"{memory_prefix}_keys"] = [E + C * E, H]
                 specs[f"{memory_prefix}_values"] = [H, C * E]
                 specs[f"{memory_prefix}_top_k"] = [1]  # not a 0-d input: ai-edge-litert 2.3 crashes on one on aarch64
+
         elif method["name"] == "adapters":
             for site in ("attention", "output"):
                 specs.update({f"{prefix}_{site}_down": [None, H], f"{prefix}_{site}_down_bias": [None],
@@ -149,6 +174,9 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
         else:
             for target in ("query", "value"):
                 specs.update({f"{prefix}_{target}_a": [None, H], f"{prefix}_{target}_b": [H, None]})
+        if method.get("tune_layer_norms"):
+            for site in ("attention", "output"):
+                specs.update({f"{prefix}_{site}_norm_multiplier": [H], f"{prefix}_{site}_norm_shift": [H]})
     specs.update({"head_pooler_kernel": [H, H], "head_pooler_bias": [H],
                   "head_classifier_kernel": [None, H], "head_classifier_bias": [None]})
     return {name: tf.TensorSpec(shape, tf.float32, name=name) for name, shape in specs.items()}
@@ -246,6 +274,15 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
     def query_of(hidden):
         return normalized_query(hidden) if method.get("query_norm") else hidden
 
+    def tuned_norms(prefix, tensors) -> dict:
+        """encoder_layer's LayerNorm hooks of a layout with ``tune_layer_norms``: LayerNorm(x) * multiplier + shift."""
+        if not method.get("tune_layer_norms"):
+            return {}
+
+        def tuned(site):
+            return lambda normed: normed * tensors[f"{prefix}_{site}_norm_multiplier"] + tensors[f"{prefix}_{site}_norm_shift"]
+        return {"after_attention_norm": tuned("attention"), "after_output_norm": tuned("output")}
+
     def layer(index, hidden, bias, tensors):
         prefix = f"layer_{index:02d}"
         encoder = backbone.bert.encoder.layer[index]
@@ -260,7 +297,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
                                       tensors[f"{prefix}_top_k"], slots)
             if method.get("site") == "attention+feed-forward":
                 return encoder_layer(encoder, hidden, bias, after_attention=lambda h: memory(h, f"{prefix}_attention"),
-                                     after_output=lambda h: memory(h, f"{prefix}_output"))
+                                     after_output=lambda h: memory(h, f"{prefix}_output"), **tuned_norms(prefix, tensors))
             if method.get("site") == "feed-forward":
                 return encoder_layer(encoder, hidden, bias, after_output=memory)
             hidden = backbone.layer(index, hidden, bias)
@@ -273,7 +310,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
                         + tensors[f"{prefix}_{site}_up_bias"]
                 return run
             return encoder_layer(encoder, hidden, bias, after_attention=adapter("attention"),
-                                 after_output=adapter("output"))
+                                 after_output=adapter("output"), **tuned_norms(prefix, tensors))
         attention = encoder.attention.self_attention
 
         def lora(target, projection):

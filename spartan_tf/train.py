@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_group.add_argument("--head-dropout", type=float, default=0.1)
     train_group.add_argument("--backbone-dropout", action=argparse.BooleanOptionalAction, default=False,
                              help="run the frozen backbone's own dropouts while training (default: off)")
+    train_group.add_argument("--tune-layer-norms", action=argparse.BooleanOptionalAction, default=False,
+                             help="also learn, per task, a scale and shift of every LayerNorm's output in the "
+                                  "layers the method works in, as Houlsby et al. train the LayerNorms: adapters, "
+                                  "and SPARTAN with --memory-site attention+feed-forward (default: off)")
     train_group.add_argument("--pooling", choices=("cls", "mean"), default="mean",
                              help="what the head reads: the mean of the real tokens (default; how the shipped "
                                   "backbone was trained) or the first token (cls, BERT's pooler)")
@@ -77,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         method.add_arguments(parser)
         parser.get_default("method_flags")[method.name] = parser._actions[before:]
     return parser
+
+
+LAYER_NORM_TUNING_METHODS = ("spartan", "adapters")  # the methods whose modules own a LayerNormTuning
 
 
 def check_method_flags(parser, args, argv):
@@ -121,6 +128,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args = parser.parse_args(argv)
     check_numbers(args)
     check_method_flags(parser, args, argv)
+    if args.tune_layer_norms and args.method not in LAYER_NORM_TUNING_METHODS:
+        raise SpartanError(f"--tune-layer-norms is for --method {' and '.join(LAYER_NORM_TUNING_METHODS)}, "
+                           f"not --method {args.method}")
     return args
 
 

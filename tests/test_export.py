@@ -46,9 +46,13 @@ TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
                     "value_scale": 10.0, "center_values": True, "site": "feed-forward"},  # inside each layer
     "spartan_sublayers": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                           "value_scale": 10.0, "center_values": True, "site": "attention+feed-forward"},  # two a layer
+    "spartan_tuned_norms": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
+                            "temperature": 1.6, "value_scale": 10.0, "center_values": True,
+                            "site": "attention+feed-forward", "tune_layer_norms": True, "first_layer": 1},
     "spartan_top": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                     "value_scale": 10.0, "center_values": True, "first_layer": 1},  # no memory on layer 0
     "adapters": {"name": "adapters", "adapter_size": 8},
+    "adapters_tuned_norms": {"name": "adapters", "adapter_size": 8, "tune_layer_norms": True},
     "lora": {"name": "lora", "rank": 4, "alpha": 8.0},
     "full": {"name": "full"},
 }
@@ -446,6 +450,37 @@ def test_two_memories_a_layer_deploy_shared_and_whole(tmp_path, tiny_backbone):
                                       for part in ("keys", "top_k", "values")]
             for site, memory in model.after_layers[0].memories.items():  # rows 0-3: the 4 parents' keys
                 np.testing.assert_array_equal(parent_keys[site], memory.parent_keys.numpy())
+        for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
+            keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
+            np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method_name,graph_key", [("spartan_tuned_norms", "spartan-4x2afn-cls"),
+                                                     ("adapters_tuned_norms", "adapters-n-cls")])
+def test_tuned_layer_norms_deploy_shared_and_whole(method_name, graph_key, tmp_path, tiny_backbone):
+    """``--tune-layer-norms``: the shared graph takes each layer's LayerNorm multipliers (1 + scale) and
+    shifts as task tensors (1 and 0 on a SPARTAN layer without memories, here layer 0), and both forms
+    give Keras' numbers."""
+    from spartan_tf import artifacts
+
+    task_dir = save_tiny_task(tmp_path / "qnli-norms", tiny_backbone, "qnli", seed=23, method_name=method_name)
+    model = artifacts.load_trained(task_dir, backbone=tiny_backbone)[0]
+    tuned = model.after_layers[1].layer_norms
+    assert np.abs(tuned.scales["output"].numpy()).max() > 0.1
+    for form, out, graph in shared_and_whole(tmp_path, "qnli", task_dir):
+        if form == "shared":
+            manifest = json.loads((out / "manifest.json").read_text())
+            assert sorted(manifest["graphs"]) == [graph_key]
+            with np.load(out / manifest["tasks"]["qnli"]["file"]) as stored:
+                norms = {name: stored[name] for name in stored.files if "_norm_" in name}
+            assert sorted(norms) == sorted(f"layer_{index:02d}_{site}_norm_{part}" for index in (0, 1)
+                                           for site in ("attention", "output") for part in ("multiplier", "shift"))
+            if model.after_layers[0] is None:
+                np.testing.assert_array_equal(norms["layer_00_output_norm_multiplier"], np.ones(tiny_backbone.hidden_size))
+                np.testing.assert_array_equal(norms["layer_00_attention_norm_shift"], np.zeros(tiny_backbone.hidden_size))
+            np.testing.assert_allclose(norms["layer_01_attention_norm_multiplier"],
+                                       1 + tuned.scales["attention"].numpy(), rtol=1e-6)
+            np.testing.assert_array_equal(norms["layer_01_output_norm_shift"], tuned.shifts["output"].numpy())
         for ids, mask, types in example_inputs(tiny_backbone, TEXTS):
             keras = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}).numpy()
             np.testing.assert_allclose(graph.logits(ids, mask, types), keras, atol=1e-4, rtol=1e-4)

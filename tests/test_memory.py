@@ -256,3 +256,32 @@ def test_sublayer_memories_config_round_trip_and_two_distinct_memories():
     revived.set_weights(layer.get_weights())
     for site in SITES:
         np.testing.assert_array_equal(revived(hidden, site=site).numpy(), outputs[site])
+
+
+def test_sublayer_memories_with_tuned_layer_norms_round_trip():
+    """SublayerMemories(tune_layer_norms=True) owns a LayerNormTuning: four [H] weights beside the
+    memories', starting at 0 (the identity), then LayerNorm output * (1 + scale) + shift; the
+    registry, get_config and from_config keep it."""
+    from spartan_tf.methods.layer_norm_tuning import SITES, LayerNormTuning
+    from spartan_tf.methods.sublayer_memories import SublayerMemories
+
+    layer = SublayerMemories({"num_parents": 4, "children_per_parent": 2, "top_k": 2, "seed": 3},
+                             tune_layer_norms=True, name="memory_01")
+    hidden = tf.random.stateless_normal((2, 3, 8), seed=(4, 5))
+    layer(hidden, site="attention")
+    norms = [weight for weight in layer.weights if "layer_norms" in weight.name]
+    assert len(layer.weights) == 10 and sorted(w.name for w in norms) == sorted(
+        f"memory_01/layer_norms/{site}_{part}:0" for part in ("scale", "shift") for site in SITES)
+    np.testing.assert_array_equal(layer.layer_norms(hidden, site="output").numpy(), hidden.numpy())
+    for offset, weight in enumerate(norms):
+        weight.assign(tf.random.stateless_normal(weight.shape, seed=(6, offset)))
+    assert tf_keras.utils.get_registered_name(LayerNormTuning) == "spartan_tf>LayerNormTuning"
+    revived = SublayerMemories.from_config(layer.get_config())
+    assert revived.tune_layer_norms and revived.get_config() == layer.get_config()
+    revived.build(hidden.shape)
+    revived.set_weights(layer.get_weights())
+    for site in SITES:
+        expected = hidden.numpy() * (1 + layer.layer_norms.scales[site].numpy()) + layer.layer_norms.shifts[site].numpy()
+        np.testing.assert_allclose(revived.layer_norms(hidden, site=site).numpy(), expected, rtol=1e-6)
+        hook = revived.layer_norms.hooks()[f"after_{site}_norm"]
+        np.testing.assert_allclose(hook(hidden).numpy(), expected, rtol=1e-6)

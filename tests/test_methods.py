@@ -120,11 +120,13 @@ def layer_norm(x, gamma, beta, eps):
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
 
-def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_attention=None, after_output=None):
+def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_attention=None, after_output=None,
+                     layer_norms=None):
     """BERT encoder layer ``index`` written out in numpy from the formulas, with optional Houlsby
     adapters ({site: (down_k, down_b, up_k, up_b)}), LoRA ({target: (A, B, scale)}) or functions
     applied to the attention output and the feed-forward output before their residual and LayerNorm
-    (``after_attention``, ``after_output``)."""
+    (``after_attention``, ``after_output``), and optional LayerNorm weights in place of the backbone's
+    (``layer_norms``: {"attention" | "output": (gamma, beta)})."""
     w = {path.split(f"layer_._{index}/", 1)[1]: v.numpy().astype(np.float64)
          for path, v in backbone.named_variables().items() if path.startswith(f"encoder/layer_._{index}/")}
     heads, eps = backbone.config.num_attention_heads, backbone.config.layer_norm_eps
@@ -152,26 +154,47 @@ def numpy_bert_layer(backbone, index, x, mask, adapter=None, lora=None, after_at
     h = adapt("attention", context @ w["attention/output/dense/kernel"] + w["attention/output/dense/bias"])
     if after_attention is not None:
         h = after_attention(h)
-    a = layer_norm(h + x, w["attention/output/LayerNorm/gamma"], w["attention/output/LayerNorm/beta"], eps)
+    norms = {"attention": (w["attention/output/LayerNorm/gamma"], w["attention/output/LayerNorm/beta"]),
+             "output": (w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"]), **(layer_norms or {})}
+    a = layer_norm(h + x, *norms["attention"], eps)
     f = erf_gelu(a @ w["intermediate/dense/kernel"] + w["intermediate/dense/bias"])
     f = adapt("output", f @ w["output/dense/kernel"] + w["output/dense/bias"])
     if after_output is not None:
         f = after_output(f)
-    return layer_norm(f + a, w["output/LayerNorm/gamma"], w["output/LayerNorm/beta"], eps)
+    return layer_norm(f + a, *norms["output"], eps)
 
 
-@pytest.mark.parametrize("name", ["adapters", "lora"])
+def trained_layer_norms(backbone, index, layer_norms) -> dict:
+    """The gamma and beta that LayerNormTuning ``layer_norms`` stands for on encoder layer ``index``:
+    {site: (gamma (1 + scale), beta (1 + scale) + shift)}, float64."""
+    layer = backbone.bert.encoder.layer[index]
+    pretrained = {"attention": layer.attention.dense_output.LayerNorm, "output": layer.bert_output.LayerNorm}
+    trained = {}
+    for site, norm in pretrained.items():
+        scale = layer_norms.scales[site].numpy().astype(np.float64)
+        shift = layer_norms.shifts[site].numpy().astype(np.float64)
+        gamma, beta = norm.gamma.numpy().astype(np.float64), norm.beta.numpy().astype(np.float64)
+        trained[site] = (gamma * (1 + scale), beta * (1 + scale) + shift)
+    return trained
+
+
+@pytest.mark.parametrize("name", ["adapters", "adapters+tuned-norms", "lora"])
 def test_trained_modules_sit_where_the_formulas_say(name, tiny_backbone):
-    model = build_task_model(tiny_backbone, SMALL[name], 2, 0.1, seed=0)
+    """Adapters (with --tune-layer-norms: their LayerNorms' gamma and beta as if trained) and LoRA, against
+    the formulas in numpy."""
+    method = dataclasses.replace(SMALL["adapters"], tune_layer_norms=True) if name.endswith("norms") else SMALL[name]
+    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
     randomise(model.after_layers[0].weights, seed=7)
     inputs = features(tiny_backbone)
     x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
     bias = tiny_backbone.attention_bias(inputs["attention_mask"])
     got = model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], model.after_layers[0])
     w = {v.name.split("/")[-1].split(":")[0]: v.numpy().astype(np.float64) for v in model.after_layers[0].weights}
-    if name == "adapters":
+    if name.startswith("adapters"):
         extra = {"adapter": {s: tuple(w[f"{s}_{p}"] for p in ("down_kernel", "down_bias", "up_kernel", "up_bias"))
                              for s in ("attention", "output")}}
+        if method.tune_layer_norms:
+            extra["layer_norms"] = trained_layer_norms(tiny_backbone, 0, model.after_layers[0].layer_norms)
     else:
         extra = {"lora": {t: (w[f"{t}_a"], w[f"{t}_b"], 2.0) for t in ("query", "value")}}  # alpha 4 / rank 2
     expected = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
@@ -209,12 +232,22 @@ def test_a_feed_forward_memory_sits_before_the_layers_residual_and_layer_norm(ti
     assert np.abs(got.numpy() - tiny_backbone.layer(0, x, bias).numpy()).max() > 1e-2  # the memory does change it
 
 
+def site_memory_formula(module, method, site):
+    """The numpy memory (DESIGN.md's formulas) of SublayerMemories ``module``'s ``site``: h -> h + memory(h)."""
+    from test_memory import numpy_memory
+
+    memory = module.memories[site]
+    stored = memory.child_values.numpy().astype(np.float64)
+    values = (stored - stored.mean(axis=(0, 1), keepdims=True)) * method.value_scale
+    return lambda h: numpy_memory(h, memory.parent_keys.numpy().astype(np.float64),
+                                  memory.child_keys.numpy().astype(np.float64), values, method.top_k,
+                                  method.temperature)[0]
+
+
 def test_two_memories_sit_on_the_attention_and_feed_forward_outputs(tiny_backbone):
     """--memory-site attention+feed-forward: one memory on the attention output and one on the
     feed-forward output of every layer, each before its residual and LayerNorm (DESIGN.md's formulas,
     in numpy), with weights named by site."""
-    from test_memory import numpy_memory
-
     method = dataclasses.replace(SMALL["spartan"], site="attention+feed-forward")
     model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
     module = model.after_layers[0]
@@ -225,21 +258,56 @@ def test_two_memories_sit_on_the_attention_and_feed_forward_outputs(tiny_backbon
     x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
     bias = tiny_backbone.attention_bias(inputs["attention_mask"])
     got = model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
-
-    def memory_formula(site):
-        memory = module.memories[site]
-        stored = memory.child_values.numpy().astype(np.float64)
-        values = (stored - stored.mean(axis=(0, 1), keepdims=True)) * method.value_scale
-        return lambda h: numpy_memory(h, memory.parent_keys.numpy().astype(np.float64),
-                                      memory.child_keys.numpy().astype(np.float64), values, method.top_k,
-                                      method.temperature)[0]
+    memories = {f"after_{site}": site_memory_formula(module, method, site) for site in ("attention", "output")}
     expected = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
-                                inputs["attention_mask"].astype(np.float64),
-                                after_attention=memory_formula("attention"), after_output=memory_formula("output"))
+                                inputs["attention_mask"].astype(np.float64), **memories)
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
     one_site = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
-                                inputs["attention_mask"].astype(np.float64), after_output=memory_formula("output"))
+                                inputs["attention_mask"].astype(np.float64), after_output=memories["after_output"])
     assert np.abs(got.numpy() - one_site).max() > 1e-2  # the attention output's memory does change it
+
+
+def test_tuned_layer_norms_are_the_backbones_layer_norms_with_trained_gamma_and_beta(tiny_backbone):
+    """--tune-layer-norms: the layer's two LayerNorms read as if their gamma and beta had trained,
+    gamma * (1 + scale) and beta * (1 + scale) + shift (numpy, from the formulas), starting as the
+    backbone's; the task owns the four [H] weights a layer, the backbone's own stay as they were."""
+    method = dataclasses.replace(SMALL["spartan"], site="attention+feed-forward", tune_layer_norms=True)
+    model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
+    module = model.after_layers[0]
+    names = {f"memory_00/layer_norms/{site}_{part}" for site in ("attention", "output") for part in ("scale", "shift")}
+    assert names <= set(model.named_task_weights())
+    assert len(model.named_task_weights()) == (2 * 3 + 4) * tiny_backbone.num_layers + 4
+    inputs = features(tiny_backbone)
+    x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
+    bias = tiny_backbone.attention_bias(inputs["attention_mask"])
+    untuned = dataclasses.replace(method, tune_layer_norms=False).forward_layer(
+        tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
+    np.testing.assert_array_equal(model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"],
+                                                             module).numpy(), untuned.numpy())  # starts untuned
+    backbone_before = [v.numpy().copy() for v in tiny_backbone.bert.weights]
+    randomise(module.weights, seed=7)
+    got = model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
+    trained = trained_layer_norms(tiny_backbone, 0, module.layer_norms)
+    memories = {f"after_{site}": site_memory_formula(module, method, site) for site in ("attention", "output")}
+    expected = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
+                                inputs["attention_mask"].astype(np.float64), **memories, layer_norms=trained)
+    np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
+    assert np.abs(got.numpy() - untuned.numpy()).max() > 1e-2  # the tuned norms do change it
+    for before, variable in zip(backbone_before, tiny_backbone.bert.weights):
+        np.testing.assert_array_equal(variable.numpy(), before)
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "--tune-layer-norms needs --memory-site attention+feed-forward (got 'layer')"),
+    (["--method", "lora"], "--tune-layer-norms is for --method spartan and adapters, not --method lora"),
+    (["--method", "full"], "--tune-layer-norms is for --method spartan and adapters, not --method full"),
+])
+def test_tuned_layer_norms_where_they_have_no_place_are_one_clear_line(argv, message, tiny_model_dir, capsys, tmp_path):
+    code = run_cli(train.main, ["--task", "qnli", "--data-dir", str(GLUE_SAMPLES), "--model", str(tiny_model_dir),
+                                "--output-dir", str(tmp_path / "o"), "--tune-layer-norms", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: {message}\n"
+    assert not (tmp_path / "o").exists()
 
 
 def test_memories_from_a_later_layer_leave_the_layers_below_as_the_backbone_has_them(tiny_backbone):

@@ -50,7 +50,7 @@ def test_training_writes_a_complete_small_model(trained_qnli, tiny_model_dir):
                                 "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
                                 "value_scale": 10.0, "output_gain": False,
                                 "center_values": True, "site": "layer", "first_layer": 0, "memory_dropout": 0.0,
-                                "key_init": "random"}
+                                "key_init": "random", "tune_layer_norms": False}
     assert config["head"] == {"dropout": 0.1, "pooling": "mean"}
     assert config["training"]["lr_schedule"] == "linear" and config["training"]["warmup_ratio"] == 0.0
     assert config["training"]["backbone_dropout"] is False  # the default: the backbone runs without dropout

@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tf_keras
 
+from spartan_tf.methods.layer_norm_tuning import LayerNormTuning
+
 SITES = ("attention", "output")  # after the attention-output and the feed-forward-output projection
 
 
@@ -15,16 +17,20 @@ class LayerAdapters(tf_keras.layers.Layer):
         initializer_range: standard deviation of the truncated-normal down-projection; the
             up-projection and both biases start at zero (an untrained adapter is the identity).
         seed: seed of the initialisers; give every layer its own.
+        tune_layer_norms: also own a LayerNormTuning, ``layer_norms`` (``--tune-layer-norms``: Houlsby
+            et al. train the LayerNorms too).
 
     Weights per site s: ``s_down_kernel`` [H, m], ``s_down_bias`` [m], ``s_up_kernel`` [m, H], ``s_up_bias`` [H].
     Call: hidden [B, S, H], ``site`` one of ``SITES`` -> [B, S, H].
     """
 
-    def __init__(self, adapter_size=64, initializer_range=0.02, seed=None, **kwargs):
+    def __init__(self, adapter_size=64, initializer_range=0.02, seed=None, tune_layer_norms=False, **kwargs):
         super().__init__(**kwargs)
         self.adapter_size = adapter_size
         self.initializer_range = initializer_range
         self.seed = seed
+        self.tune_layer_norms = tune_layer_norms
+        self.layer_norms = LayerNormTuning(name="layer_norms") if tune_layer_norms else None
 
     def build(self, input_shape):
         hidden = int(input_shape[-1])
@@ -38,6 +44,9 @@ class LayerAdapters(tf_keras.layers.Layer):
                 self.add_weight(name=f"{site}_up_kernel", shape=(self.adapter_size, hidden), initializer="zeros"),
                 self.add_weight(name=f"{site}_up_bias", shape=(hidden,), initializer="zeros"),
             )
+        if self.layer_norms is not None:
+            with tf.name_scope("layer_norms"):
+                self.layer_norms.build(input_shape)
         super().build(input_shape)
 
     def call(self, inputs, site="attention"):
@@ -47,5 +56,6 @@ class LayerAdapters(tf_keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(adapter_size=self.adapter_size, initializer_range=self.initializer_range, seed=self.seed)
+        config.update(adapter_size=self.adapter_size, initializer_range=self.initializer_range, seed=self.seed,
+                      tune_layer_norms=self.tune_layer_norms)
         return config

@@ -8,8 +8,9 @@ Inside encoder layer i (see ``spartan_tf.bert_layer``), for both sub-layers:
     out = LayerNorm(h + input)            the frozen residual and LayerNorm, as BERT does
 
 The up-projection starts at zero, so an untrained adapter is the identity and the model starts
-as the pretrained backbone. Deviation from Houlsby et al.: their LayerNorms also train per task;
-here they stay frozen with the rest of the backbone, so only the adapters and the head train.
+as the pretrained backbone. Houlsby et al. also train the LayerNorms per task; here the backbone's
+stay frozen and shared, and ``--tune-layer-norms`` trains a per-task scale and shift of their outputs
+instead (spartan_tf.methods.layer_norm_tuning); by default only the adapters and the head train.
 """
 
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ class AdapterMethod:
     suits the short (3-epoch) budget and matches SPARTAN's, so the two compare on equal terms."""
 
     adapter_size: int = 64
+    tune_layer_norms: bool = False
 
     name = "adapters"
     default_learning_rate = 1e-3
@@ -41,7 +43,8 @@ class AdapterMethod:
 
     @classmethod
     def from_args(cls, args):
-        return cls() if args.adapter_size is None else cls(adapter_size=args.adapter_size)
+        sizes = {} if args.adapter_size is None else {"adapter_size": args.adapter_size}
+        return cls(**sizes, tune_layer_norms=args.tune_layer_norms)
 
     @classmethod
     def from_dict(cls, config: dict):
@@ -56,15 +59,17 @@ class AdapterMethod:
 
         return [
             LayerAdapters(self.adapter_size, backbone.config.initializer_range, seed=seed + 10 * index,
-                          name=f"adapter_{index:02d}")
+                          tune_layer_norms=self.tune_layer_norms, name=f"adapter_{index:02d}")
             for index in range(backbone.num_layers)
         ]
 
     def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, adapters, dropout=False,
                       training=None):
-        """Encoder layer ``index`` with its two adapters inside: [B, S, H] -> [B, S, H]."""
+        """Encoder layer ``index`` with its two adapters inside (and its tuned LayerNorms with
+        ``tune_layer_norms``): [B, S, H] -> [B, S, H]."""
         from spartan_tf.bert_layer import encoder_layer
 
         return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
                              after_attention=lambda h: adapters(h, site="attention"),
-                             after_output=lambda h: adapters(h, site="output"), dropout=dropout)
+                             after_output=lambda h: adapters(h, site="output"),
+                             **(adapters.layer_norms.hooks() if self.tune_layer_norms else {}), dropout=dropout)

@@ -16,7 +16,7 @@ KEY_INITS = ("random", "data")  # see spartan_tf.key_init
 # Memory hyperparameters added after the first models were saved, with the values those models used.
 SAVED_BEFORE = {"query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02, "value_scale": 1.0,
                 "output_gain": False, "center_values": False, "site": "layer", "first_layer": 0,
-                "memory_dropout": 0.0, "key_init": "random"}
+                "memory_dropout": 0.0, "key_init": "random", "tune_layer_norms": False}
 
 # Named recipes: defaults of ``python -m spartan_tf.train`` flags (argparse dests) that ``--preset``
 # puts in place; flags given explicitly still win. "reference" is the public reference code's setting;
@@ -32,7 +32,7 @@ PRESETS = {
         "backbone_dropout": False, "num_parents": 16, "children": 48, "top_k": 8, "temperature": 1.6,
         "balance_loss_scale": 0.0, "query_norm": False, "key_init_std": 0.02, "value_init_std": 0.02,
         "value_scale": 1.0, "output_gain": False, "center_values": False, "memory_site": "layer",
-        "first_memory_layer": 0, "memory_dropout": 0.0, "key_init": "random",
+        "first_memory_layer": 0, "memory_dropout": 0.0, "key_init": "random", "tune_layer_norms": False,
     },
 }
 
@@ -59,6 +59,7 @@ class SpartanMethod:
     first_layer: int = 0
     memory_dropout: float = 0.0
     key_init: str = "random"
+    tune_layer_norms: bool = False
 
     name = "spartan"
     default_learning_rate = 1e-3
@@ -89,6 +90,8 @@ class SpartanMethod:
             raise SpartanError(f"--memory-dropout {self.memory_dropout}: must be in [0, 1)")
         if self.key_init not in KEY_INITS:
             raise SpartanError(f"--key-init {self.key_init!r}: expected one of {KEY_INITS}")
+        if self.tune_layer_norms and self.site != "attention+feed-forward":
+            raise SpartanError(f"--tune-layer-norms needs --memory-site attention+feed-forward (got {self.site!r})")
 
     @staticmethod
     def add_arguments(parser):
@@ -155,6 +158,7 @@ class SpartanMethod:
             first_layer=args.first_memory_layer,
             memory_dropout=args.memory_dropout,
             key_init=args.key_init,
+            tune_layer_norms=args.tune_layer_norms,
         )
 
     @classmethod
@@ -171,7 +175,8 @@ class SpartanMethod:
                       training=None):
         """Encoder layer ``index`` and its memory (on the layer's output; on its feed-forward output with
         site "feed-forward"; on its attention and feed-forward outputs with "attention+feed-forward",
-        ``memory`` a SublayerMemories; none below ``first_layer``, where ``memory`` is None):
+        ``memory`` a SublayerMemories, whose ``layer_norms`` then also tune the layer's two LayerNorms
+        with ``tune_layer_norms``; none below ``first_layer``, where ``memory`` is None):
         [B, S, H] -> [B, S, H]. ``dropout``: the backbone's own dropouts; ``training``: the memory's
         (``memory_dropout``)."""
         from spartan_tf.bert_layer import encoder_layer
@@ -183,7 +188,7 @@ class SpartanMethod:
                 backbone.bert.encoder.layer[index], hidden, attention_bias,
                 after_attention=lambda h: memory(h, site="attention", attention_mask=attention_mask, training=training),
                 after_output=lambda h: memory(h, site="output", attention_mask=attention_mask, training=training),
-                dropout=dropout)
+                **(memory.layer_norms.hooks() if self.tune_layer_norms else {}), dropout=dropout)
         if self.site == "feed-forward":
             return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
                                  after_output=lambda h: memory(h, attention_mask=attention_mask, training=training),
@@ -224,7 +229,8 @@ class SpartanMethod:
             if index < self.first_layer:
                 return None
             if self.site == "attention+feed-forward":
-                return SublayerMemories(memory_config(index), name=f"memory_{index:02d}")
+                return SublayerMemories(memory_config(index), tune_layer_norms=self.tune_layer_norms,
+                                        name=f"memory_{index:02d}")
             return SparseMemory(**memory_config(index), name=f"memory_{index:02d}")
 
         return [module(index) for index in range(backbone.num_layers)]

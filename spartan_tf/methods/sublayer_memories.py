@@ -3,12 +3,15 @@
 ``--memory-site attention+feed-forward``: one SparseMemory on the layer's attention-output projection
 and one on its feed-forward-output projection, each inside its residual (before ``LayerNorm(h +
 input)``, see ``spartan_tf.bert_layer``). The two share their hyperparameters, not their weights.
+With ``tune_layer_norms`` (``--tune-layer-norms``) the layer also owns the encoder layer's
+LayerNormTuning (``layer_norms``): a per-task scale and shift of its two LayerNorms' outputs.
 """
 
 import tensorflow as tf
 import tf_keras
 
 from spartan_tf.memory import SparseMemory
+from spartan_tf.methods.layer_norm_tuning import LayerNormTuning
 
 SITES = ("attention", "output")  # after the attention-output and the feed-forward-output projection
 
@@ -20,25 +23,31 @@ class SublayerMemories(tf_keras.layers.Layer):
     Args:
         memory: the SparseMemory config both memories are built from (``SparseMemory.get_config()``
             keys, without ``name``); the memory of site i is seeded ``seed + 5 * i``.
+        tune_layer_norms: also own a LayerNormTuning, ``layer_norms`` (weights ``<this layer>/layer_norms/...``).
 
     Sub-layers ``attention`` and ``output`` (SparseMemory): their weights are
     ``<this layer>/attention/parent_keys`` and so on.
     Call: hidden [B, S, H], ``site`` one of ``SITES``, ``attention_mask`` and ``training`` as SparseMemory's.
     """
 
-    def __init__(self, memory: dict, **kwargs):
+    def __init__(self, memory: dict, tune_layer_norms: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.tune_layer_norms = tune_layer_norms
         self.memory = dict(memory)
         seed = self.memory.get("seed")
         self.memories = {
             site: SparseMemory(**{**self.memory, "seed": None if seed is None else seed + 5 * offset}, name=site)
             for offset, site in enumerate(SITES)
         }
+        self.layer_norms = LayerNormTuning(name="layer_norms") if tune_layer_norms else None
 
     def build(self, input_shape):
         for site, memory in self.memories.items():
             with tf.name_scope(site):  # the weights' names: <this layer>/<site>/<weight>
                 memory.build(input_shape)
+        if self.layer_norms is not None:
+            with tf.name_scope("layer_norms"):
+                self.layer_norms.build(input_shape)
         super().build(input_shape)
 
     def call(self, inputs, site="attention", attention_mask=None, training=None):
@@ -46,5 +55,5 @@ class SublayerMemories(tf_keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(memory=self.memory)
+        config.update(memory=self.memory, tune_layer_norms=self.tune_layer_norms)
         return config
