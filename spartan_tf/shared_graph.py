@@ -38,13 +38,13 @@ def layout(config: dict) -> dict:
     """What fixes a task's shared graph: {"method": {...structural hyperparameters}, "pooling": ...}."""
     method = config["method"]
     name = method["name"]
+    tuned = {"tune_layer_norms": True} if method.get("tune_layer_norms") else {}  # layouts without it unchanged
     if name == "spartan":
         structure = {"name": name, "num_parents": method["num_parents"],
                      "children_per_parent": method["children_per_parent"],
-                     "query_norm": bool(method.get("query_norm", False)), "site": method.get("site", "layer"),
-                     **({"tune_layer_norms": True} if method.get("tune_layer_norms") else {})}  # older layouts unchanged
+                     "query_norm": bool(method.get("query_norm", False)), "site": method.get("site", "layer"), **tuned}
     elif name == "adapters":
-        structure = {"name": name, **({"tune_layer_norms": True} if method.get("tune_layer_norms") else {})}
+        structure = {"name": name, **tuned}
     elif name == "lora":
         structure = {"name": name}
     else:
@@ -166,7 +166,6 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
                 specs[f"{memory_prefix}_keys"] = [E + C * E, H]
                 specs[f"{memory_prefix}_values"] = [H, C * E]
                 specs[f"{memory_prefix}_top_k"] = [1]  # not a 0-d input: ai-edge-litert 2.3 crashes on one on aarch64
-
         elif method["name"] == "adapters":
             for site in ("attention", "output"):
                 specs.update({f"{prefix}_{site}_down": [None, H], f"{prefix}_{site}_down_bias": [None],

@@ -83,9 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LAYER_NORM_TUNING_METHODS = ("spartan", "adapters")  # the methods whose modules own a LayerNormTuning
-
-
 def check_method_flags(parser, args, argv):
     """A flag of another method than ``--method`` is refused, not silently ignored."""
     unset = object()
@@ -128,9 +125,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args = parser.parse_args(argv)
     check_numbers(args)
     check_method_flags(parser, args, argv)
-    if args.tune_layer_norms and args.method not in LAYER_NORM_TUNING_METHODS:
-        raise SpartanError(f"--tune-layer-norms is for --method {' and '.join(LAYER_NORM_TUNING_METHODS)}, "
-                           f"not --method {args.method}")
+    if args.tune_layer_norms and not hasattr(get_method(args.method), "tune_layer_norms"):
+        tuning = [name for name, method in METHODS.items() if hasattr(method, "tune_layer_norms")]
+        raise SpartanError(f"--tune-layer-norms is for --method {' and '.join(tuning)}, not --method {args.method}")
     return args
 
 
