@@ -150,10 +150,13 @@ class InferenceSublayerMemories:
     def __call__(self, hidden, site, attention_mask=None, training=None):
         return self.forwards[site](hidden)
 
+    def layer_norm_hooks(self, input_shape) -> dict:
+        return {} if self.layer_norms is None else self.layer_norms.hooks()
+
 
 def inference_module(module):
     """A layer's SPARTAN module in its inference form, called as the method's ``forward_layer`` calls
-    it: ``inference_memory`` of a SparseMemory, or of each of a SublayerMemories' two (by ``site``)."""
+    it: ``inference_memory`` of a SparseMemory, or of each of a SublayerMemories' memories (by ``site``)."""
     from spartan_tf.methods.sublayer_memories import SublayerMemories
 
     if module is None:
@@ -192,8 +195,9 @@ def task_signatures(model, length: int | None = None) -> dict:
 
 def fused_signatures(backbone, model, max_length: int, length: int | None = None) -> dict:
     """{"classify": ...}: the whole chain in one graph, built from the same pieces as the split files
-    (a memory on the feed-forward output runs inside its encoder layer instead)."""
-    if model.method.site != "layer":
+    (a memory inside its encoder layer, or one whose layer has tuned LayerNorms, runs with its layer
+    as the method's ``forward_layer`` instead)."""
+    if model.method.site != "layer" or model.method.tune_layer_norms:
         memories = [inference_module(module) for module in model.after_layers]
 
         def run_layer(index, hidden, bias, attention_mask):

@@ -105,10 +105,11 @@ def task_tensors(model) -> dict:
 
 def layer_memories(prefix: str, module, site: str) -> list:
     """[(task-tensor prefix, SparseMemory or None)] of one layer's SPARTAN module (None: no memory):
-    ``[("layer_00", memory)]``, or with site "attention+feed-forward" ``[("layer_00_attention", ...),
+    ``[("layer_00", memory)]`` (the module itself, or a SublayerMemories' one memory with
+    ``--tune-layer-norms``), or with site "attention+feed-forward" ``[("layer_00_attention", ...),
     ("layer_00_output", ...)]``, its two memories named as the adapters' tensors are."""
     if site != "attention+feed-forward":
-        return [(prefix, module)]
+        return [(prefix, module.memories["output"] if hasattr(module, "memories") else module)]
     from spartan_tf.methods.sublayer_memories import SITES
 
     return [(f"{prefix}_{name}", None if module is None else module.memories[name]) for name in SITES]
@@ -294,12 +295,13 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
                 return memory_forward(h, parent_logits, child_logits,
                                       lambda weights: times(weights, tensors[f"{prefix}_values"]),
                                       tensors[f"{prefix}_top_k"], slots)
+            norms = tuned_norms(prefix, tensors)
             if method.get("site") == "attention+feed-forward":
                 return encoder_layer(encoder, hidden, bias, after_attention=lambda h: memory(h, f"{prefix}_attention"),
-                                     after_output=lambda h: memory(h, f"{prefix}_output"), **tuned_norms(prefix, tensors))
+                                     after_output=lambda h: memory(h, f"{prefix}_output"), **norms)
             if method.get("site") == "feed-forward":
-                return encoder_layer(encoder, hidden, bias, after_output=memory)
-            hidden = backbone.layer(index, hidden, bias)
+                return encoder_layer(encoder, hidden, bias, after_output=memory, **norms)
+            hidden = encoder_layer(encoder, hidden, bias, **norms) if norms else backbone.layer(index, hidden, bias)
             return memory(hidden[:, :1] if index == last and pooling == "cls" else hidden)
         if method["name"] == "adapters":
             def adapter(site):

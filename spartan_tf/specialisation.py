@@ -108,8 +108,8 @@ def memory_layers(model):
     from spartan_tf.methods.sublayer_memories import SublayerMemories
 
     if any(isinstance(layer, SublayerMemories) for layer in layers):
-        raise SpartanError("this model has two memories on every encoder layer (--memory-site "
-                           "attention+feed-forward); the analysis reads one memory per layer")
+        raise SpartanError("this model has two memories on every encoder layer (--memory-site attention+feed-forward) "
+                           "or tuned LayerNorms (--tune-layer-norms); the analysis reads one bare memory per layer")
     if not layers or not all(hasattr(layer, "parent_weights") and hasattr(layer, "select_parents") for layer in layers):
         raise SpartanError("this model's method has no parent cells to analyse (expected a SPARTAN model)")
     return layers

@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="run the frozen backbone's own dropouts while training (default: off)")
     train_group.add_argument("--tune-layer-norms", action=argparse.BooleanOptionalAction, default=False,
                              help="also learn, per task, a scale and shift of every LayerNorm's output in the "
-                                  "layers the method works in, as Houlsby et al. train the LayerNorms: adapters, "
-                                  "and SPARTAN with --memory-site attention+feed-forward (default: off)")
+                                  "layers the method works in, as Houlsby et al. train the LayerNorms: adapters and "
+                                  "SPARTAN (default: off)")
     train_group.add_argument("--pooling", choices=("cls", "mean"), default="mean",
                              help="what the head reads: the mean of the real tokens (default; how the shipped "
                                   "backbone was trained) or the first token (cls, BERT's pooler)")

@@ -190,15 +190,18 @@ def test_record_refuses_a_model_with_memories_on_some_layers_only(tiny_backbone)
         memory_layers(model)
 
 
-def test_record_refuses_a_model_with_two_memories_a_layer(tiny_backbone):
-    """--memory-site attention+feed-forward: two memories a layer, where the report has room for one."""
+@pytest.mark.parametrize("flags", [{"site": "attention+feed-forward"}, {"tune_layer_norms": True}])
+def test_record_refuses_a_model_whose_layers_hold_more_than_a_memory(flags, tiny_backbone):
+    """--memory-site attention+feed-forward (two memories a layer, where the report has room for one) or
+    --tune-layer-norms (a layer's memory then sits in a SublayerMemories): one clear error."""
     from spartan_tf.methods.spartan import SpartanMethod
     from spartan_tf.model import build_task_model
     from spartan_tf.specialisation import memory_layers
 
-    method = SpartanMethod(num_parents=4, top_k=2, site="attention+feed-forward")
+    method = SpartanMethod(num_parents=4, top_k=2, **flags)
     model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
-    with pytest.raises(SpartanError, match=r"two memories on every encoder layer \(--memory-site attention\+feed"):
+    with pytest.raises(SpartanError, match=r"two memories on every encoder layer \(--memory-site attention\+feed-"
+                                           r"forward\) or tuned LayerNorms \(--tune-layer-norms\)"):
         memory_layers(model)
 
 

@@ -49,6 +49,12 @@ TINY_METHODS = {  # small enough for the 2-layer, hidden-32 test backbone
     "spartan_tuned_norms": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
                             "temperature": 1.6, "value_scale": 10.0, "center_values": True,
                             "site": "attention+feed-forward", "tune_layer_norms": True, "first_layer": 1},
+    "spartan_tuned_norms_layer": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
+                                  "temperature": 1.6, "value_scale": 10.0, "center_values": True,
+                                  "tune_layer_norms": True, "first_layer": 1},  # one memory after the layer
+    "spartan_tuned_norms_ffn": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2,
+                                "temperature": 1.6, "value_scale": 10.0, "center_values": True,
+                                "site": "feed-forward", "tune_layer_norms": True},
     "spartan_top": {"name": "spartan", "num_parents": 4, "children_per_parent": 2, "top_k": 2, "temperature": 1.6,
                     "value_scale": 10.0, "center_values": True, "first_layer": 1},  # no memory on layer 0
     "adapters": {"name": "adapters", "adapter_size": 8},
@@ -456,6 +462,8 @@ def test_two_memories_a_layer_deploy_shared_and_whole(tmp_path, tiny_backbone):
 
 
 @pytest.mark.parametrize("method_name,graph_key", [("spartan_tuned_norms", "spartan-4x2afn-cls"),
+                                                     ("spartan_tuned_norms_layer", "spartan-4x2n-cls"),
+                                                     ("spartan_tuned_norms_ffn", "spartan-4x2fn-cls"),
                                                      ("adapters_tuned_norms", "adapters-n-cls")])
 def test_tuned_layer_norms_deploy_shared_and_whole(method_name, graph_key, tmp_path, tiny_backbone):
     """``--tune-layer-norms``: the shared graph takes each layer's LayerNorm multipliers (1 + scale) and
@@ -465,7 +473,7 @@ def test_tuned_layer_norms_deploy_shared_and_whole(method_name, graph_key, tmp_p
 
     task_dir = save_tiny_task(tmp_path / "qnli-norms", tiny_backbone, "qnli", seed=23, method_name=method_name)
     model = artifacts.load_trained(task_dir, backbone=tiny_backbone)[0]
-    tuned = model.after_layers[1].layer_norms
+    tuned = model.after_layers[-1].layer_norms
     assert np.abs(tuned.scales["output"].numpy()).max() > 0.1
     for form, out, graph in shared_and_whole(tmp_path, "qnli", task_dir):
         if form == "shared":

@@ -258,6 +258,29 @@ def test_sublayer_memories_config_round_trip_and_two_distinct_memories():
         np.testing.assert_array_equal(revived(hidden, site=site).numpy(), outputs[site])
 
 
+def test_sublayer_memories_of_one_site_hold_that_memory_only():
+    """SublayerMemories(sites=("output",)): a single memory a layer whose module also tunes the layer's
+    LayerNorms; it holds the "output" memory alone, seeded as in the pair, and keeps ``sites`` through
+    its config. Its LayerNorm hooks build it first when no memory has run yet (site "layer"), under its
+    own name. Unknown sites are one clear error."""
+    from spartan_tf.methods.sublayer_memories import SublayerMemories
+
+    config = {"num_parents": 4, "children_per_parent": 2, "top_k": 2, "seed": 11}
+    layer = SublayerMemories(config, sites=("output",), tune_layer_norms=True, name="memory_03")
+    hidden = tf.random.stateless_normal((2, 3, 8), seed=(1, 2))
+    hooks = layer.layer_norm_hooks(hidden.shape)
+    assert layer.built and sorted(hooks) == ["after_attention_norm", "after_output_norm"]
+    assert sorted(w.name for w in layer.weights) == sorted(
+        [f"memory_03/output/{name}:0" for name in ("parent_keys", "child_keys", "child_values")]
+        + [f"memory_03/layer_norms/{site}_{part}:0" for site in ("attention", "output") for part in ("scale", "shift")])
+    np.testing.assert_array_equal(layer(hidden, site="output").numpy(),
+                                  SparseMemory(**{**config, "seed": 11 + 5})(hidden).numpy())
+    revived = SublayerMemories.from_config(layer.get_config())
+    assert revived.sites == ("output",) and revived.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match=r"sites \['ffn'\]: expected some of \('attention', 'output'\)"):
+        SublayerMemories(config, sites=("ffn",))
+
+
 def test_sublayer_memories_with_tuned_layer_norms_round_trip():
     """SublayerMemories(tune_layer_norms=True) owns a LayerNormTuning: four [H] weights beside the
     memories', starting at 0 (the identity), then LayerNorm output * (1 + scale) + shift; the

@@ -267,38 +267,52 @@ def test_two_memories_sit_on_the_attention_and_feed_forward_outputs(tiny_backbon
     assert np.abs(got.numpy() - one_site).max() > 1e-2  # the attention output's memory does change it
 
 
-def test_tuned_layer_norms_are_the_backbones_layer_norms_with_trained_gamma_and_beta(tiny_backbone):
+@pytest.mark.parametrize("site", ["attention+feed-forward", "feed-forward", "layer"])
+def test_tuned_layer_norms_are_the_backbones_layer_norms_with_trained_gamma_and_beta(site, tiny_backbone):
     """--tune-layer-norms: the layer's two LayerNorms read as if their gamma and beta had trained,
     gamma * (1 + scale) and beta * (1 + scale) + shift (numpy, from the formulas), starting as the
-    backbone's; the task owns the four [H] weights a layer, the backbone's own stay as they were."""
-    method = dataclasses.replace(SMALL["spartan"], site="attention+feed-forward", tune_layer_norms=True)
+    backbone's, with the memories where their site puts them; the task owns the four [H] weights a
+    layer, the backbone's own stay as they were."""
+    method = dataclasses.replace(SMALL["spartan"], site=site, tune_layer_norms=True)
     model = build_task_model(tiny_backbone, method, 2, 0.1, seed=0)
     module = model.after_layers[0]
-    names = {f"memory_00/layer_norms/{site}_{part}" for site in ("attention", "output") for part in ("scale", "shift")}
+    sites = ("attention", "output") if site == "attention+feed-forward" else ("output",)
+    names = {f"memory_00/layer_norms/{norm}_{part}" for norm in ("attention", "output") for part in ("scale", "shift")}
+    names |= {f"memory_00/{memory}/parent_keys" for memory in sites}
     assert names <= set(model.named_task_weights())
-    assert len(model.named_task_weights()) == (2 * 3 + 4) * tiny_backbone.num_layers + 4
+    assert len(model.named_task_weights()) == (3 * len(sites) + 4) * tiny_backbone.num_layers + 4
     inputs = features(tiny_backbone)
     x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
     bias = tiny_backbone.attention_bias(inputs["attention_mask"])
-    untuned = dataclasses.replace(method, tune_layer_norms=False).forward_layer(
-        tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
-    np.testing.assert_array_equal(model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"],
-                                                             module).numpy(), untuned.numpy())  # starts untuned
+    untuned = dataclasses.replace(method, tune_layer_norms=False)
+    if site != "attention+feed-forward":  # an untuned model's memory is bare; its twin here seeds the same draws
+        untuned_model = build_task_model(tiny_backbone, untuned, 2, 0.1, seed=0)
+        for bare, twin in zip(untuned_model.after_layers[0].weights, module.memories["output"].weights):
+            bare.assign(twin)
+        untuned_output = untuned.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"],
+                                               untuned_model.after_layers[0])
+    else:
+        untuned_output = untuned.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
+    np.testing.assert_allclose(model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"],
+                                                          module).numpy(), untuned_output.numpy(), atol=1e-6)
     backbone_before = [v.numpy().copy() for v in tiny_backbone.bert.weights]
     randomise(module.weights, seed=7)
     got = model.method.forward_layer(tiny_backbone, 0, x, bias, inputs["attention_mask"], module)
     trained = trained_layer_norms(tiny_backbone, 0, module.layer_norms)
-    memories = {f"after_{site}": site_memory_formula(module, method, site) for site in ("attention", "output")}
-    expected = numpy_bert_layer(tiny_backbone, 0, x.numpy().astype(np.float64),
-                                inputs["attention_mask"].astype(np.float64), **memories, layer_norms=trained)
+    memories = {name: site_memory_formula(module, method, name) for name in sites}
+    layer_input = (x.numpy().astype(np.float64), inputs["attention_mask"].astype(np.float64))
+    if site == "layer":  # the memory reads the tuned layer's output
+        expected = memories["output"](numpy_bert_layer(tiny_backbone, 0, *layer_input, layer_norms=trained))
+    else:
+        expected = numpy_bert_layer(tiny_backbone, 0, *layer_input, layer_norms=trained,
+                                    **{f"after_{name}": memory for name, memory in memories.items()})
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-4)
-    assert np.abs(got.numpy() - untuned.numpy()).max() > 1e-2  # the tuned norms do change it
+    assert np.abs(got.numpy() - untuned_output.numpy()).max() > 1e-2  # the tuned norms do change it
     for before, variable in zip(backbone_before, tiny_backbone.bert.weights):
         np.testing.assert_array_equal(variable.numpy(), before)
 
 
 @pytest.mark.parametrize("argv,message", [
-    ([], "--tune-layer-norms needs --memory-site attention+feed-forward (got 'layer')"),
     (["--method", "lora"], "--tune-layer-norms is for --method spartan and adapters, not --method lora"),
     (["--method", "full"], "--tune-layer-norms is for --method spartan and adapters, not --method full"),
 ])

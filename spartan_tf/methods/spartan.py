@@ -90,8 +90,6 @@ class SpartanMethod:
             raise SpartanError(f"--memory-dropout {self.memory_dropout}: must be in [0, 1)")
         if self.key_init not in KEY_INITS:
             raise SpartanError(f"--key-init {self.key_init!r}: expected one of {KEY_INITS}")
-        if self.tune_layer_norms and self.site != "attention+feed-forward":
-            raise SpartanError(f"--tune-layer-norms needs --memory-site attention+feed-forward (got {self.site!r})")
 
     @staticmethod
     def add_arguments(parser):
@@ -171,37 +169,47 @@ class SpartanMethod:
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
 
+    @property
+    def sublayer_modules(self) -> bool:
+        """Whether each layer's module is a SublayerMemories (called with a ``site``) rather than a bare
+        SparseMemory: with two memories a layer, or with ``tune_layer_norms`` (the module owns the tuning)."""
+        return self.site == "attention+feed-forward" or self.tune_layer_norms
+
     def forward_layer(self, backbone, index, hidden, attention_bias, attention_mask, memory, dropout=False,
                       training=None):
         """Encoder layer ``index`` and its memory (on the layer's output; on its feed-forward output with
-        site "feed-forward"; on its attention and feed-forward outputs with "attention+feed-forward",
-        ``memory`` a SublayerMemories, whose ``layer_norms`` then also tune the layer's two LayerNorms
-        with ``tune_layer_norms``; none below ``first_layer``, where ``memory`` is None):
-        [B, S, H] -> [B, S, H]. ``dropout``: the backbone's own dropouts; ``training``: the memory's
-        (``memory_dropout``)."""
+        site "feed-forward"; on its attention and feed-forward outputs with "attention+feed-forward"),
+        with ``tune_layer_norms`` the layer's two LayerNorms tuned by ``memory.layer_norms``; none below
+        ``first_layer``, where ``memory`` is None: [B, S, H] -> [B, S, H]. ``dropout``: the backbone's own
+        dropouts; ``training``: the memory's (``memory_dropout``)."""
         from spartan_tf.bert_layer import encoder_layer
 
         if memory is None:
             return backbone.layer(index, hidden, attention_bias, dropout)
+
+        def at(site):
+            """The memory of ``site`` ("attention" or "output"; a bare SparseMemory is the layer's only one)."""
+            sited = {"site": site} if self.sublayer_modules else {}
+            return lambda h: memory(h, **sited, attention_mask=attention_mask, training=training)
+
+        norms = memory.layer_norm_hooks(hidden.shape) if self.tune_layer_norms else {}
+        layer = backbone.bert.encoder.layer[index]
         if self.site == "attention+feed-forward":
-            return encoder_layer(
-                backbone.bert.encoder.layer[index], hidden, attention_bias,
-                after_attention=lambda h: memory(h, site="attention", attention_mask=attention_mask, training=training),
-                after_output=lambda h: memory(h, site="output", attention_mask=attention_mask, training=training),
-                **(memory.layer_norms.hooks() if self.tune_layer_norms else {}), dropout=dropout)
+            return encoder_layer(layer, hidden, attention_bias, after_attention=at("attention"),
+                                 after_output=at("output"), **norms, dropout=dropout)
         if self.site == "feed-forward":
-            return encoder_layer(backbone.bert.encoder.layer[index], hidden, attention_bias,
-                                 after_output=lambda h: memory(h, attention_mask=attention_mask, training=training),
-                                 dropout=dropout)
-        return memory(backbone.layer(index, hidden, attention_bias, dropout), attention_mask=attention_mask,
-                      training=training)
+            return encoder_layer(layer, hidden, attention_bias, after_output=at("output"), **norms, dropout=dropout)
+        output = (encoder_layer(layer, hidden, attention_bias, **norms, dropout=dropout) if norms
+                  else backbone.layer(index, hidden, attention_bias, dropout))
+        return at("output")(output)
 
     def layer_modules(self, backbone, seed: int):
-        """One SparseMemory per encoder layer from ``first_layer`` on (a SublayerMemories, two of them,
-        with site "attention+feed-forward"), each with its own initialiser seed; None for the layers
-        below ``first_layer``."""
+        """One SparseMemory per encoder layer from ``first_layer`` on, each with its own initialiser seed
+        (a SublayerMemories with ``sublayer_modules``: two memories with site "attention+feed-forward",
+        else its "output" memory only, which is seeded as the bare memory's twin would be + 5); None for
+        the layers below ``first_layer``."""
         from spartan_tf.memory import SparseMemory  # TensorFlow loads only once a model is built
-        from spartan_tf.methods.sublayer_memories import SublayerMemories
+        from spartan_tf.methods.sublayer_memories import SITES as SUBLAYER_SITES, SublayerMemories
 
         if self.first_layer >= backbone.num_layers:
             raise SpartanError(f"--first-memory-layer {self.first_layer}: the backbone has layers 0 to "
@@ -228,8 +236,9 @@ class SpartanMethod:
         def module(index):
             if index < self.first_layer:
                 return None
-            if self.site == "attention+feed-forward":
-                return SublayerMemories(memory_config(index), tune_layer_norms=self.tune_layer_norms,
+            if self.sublayer_modules:
+                sites = SUBLAYER_SITES if self.site == "attention+feed-forward" else ("output",)
+                return SublayerMemories(memory_config(index), sites=sites, tune_layer_norms=self.tune_layer_norms,
                                         name=f"memory_{index:02d}")
             return SparseMemory(**memory_config(index), name=f"memory_{index:02d}")
 
