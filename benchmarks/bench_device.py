@@ -51,6 +51,7 @@ ROWS = {  # label -> (bundle form, the tasks it runs, taking turns text by text)
     "fixed-128 one graph": ("fixed-128", ["qnli"]),
     "SPARTAN shared, 2 tasks switching": ("spartan-2tasks", ["qnli", "sst2"]),
     "SPARTAN shared, two memories a layer": ("spartan-two-sites", ["qnli"]),
+    "SPARTAN shared, tuned LayerNorms": ("spartan-tuned-norms", ["qnli"]),
 }
 FIXED = {"fixed-128 one graph": FIXED_LENGTH}  # rows whose graph takes one length only
 TASK = "qnli"

@@ -6,6 +6,7 @@ The device and storage benchmarks compare the forms a user would deploy (docs/bu
     spartan-whole    whole: SPARTAN fused into one graph (convert --whole)
     spartan-2tasks   shared: two SPARTAN tasks (qnli and sst2) on one shared graph
     spartan-two-sites shared: SPARTAN with two memories a layer (--memory-site attention+feed-forward)
+    spartan-tuned-norms shared: SPARTAN with its LayerNorms tuned per task (--tune-layer-norms)
     adapters         shared: the adapters' tensors on the shared adapters graph
     adapters-whole   whole: the model with its adapters, one graph (convert --whole)
     lora-unmerged    shared: the low-rank matrices on the shared LoRA graph (--lora-unmerged)
@@ -17,7 +18,8 @@ The device and storage benchmarks compare the forms a user would deploy (docs/bu
 ``models_dir`` holds one trained task per method, in folders named after the method (what
 ``benchmarks/bench_training.py --models-dir`` writes), and for spartan-2tasks a SPARTAN sst2 model
 in ``spartan-sst2``, and for spartan-two-sites a SPARTAN qnli model trained with
-``--memory-site attention+feed-forward`` in ``spartan-two-sites``. Each bundle is converted by
+``--memory-site attention+feed-forward`` in ``spartan-two-sites``, and for spartan-tuned-norms one
+trained with ``--tune-layer-norms`` in ``spartan-tuned-norms``. Each bundle is converted by
 ``convert/to_tflite.py`` (int8, the default) into ``bundles_dir/<form>`` unless it is already there.
 """
 
@@ -33,6 +35,7 @@ FORMS = {  # bundle folder -> (method folders, extra converter flags)
     "spartan-whole": (["spartan"], ["--whole"]),
     "spartan-2tasks": (["spartan", "spartan-sst2"], []),
     "spartan-two-sites": (["spartan-two-sites"], []),
+    "spartan-tuned-norms": (["spartan-tuned-norms"], []),
     "adapters": (["adapters"], []),
     "adapters-whole": (["adapters"], ["--whole"]),
     "lora-unmerged": (["lora"], ["--lora-unmerged"]),
