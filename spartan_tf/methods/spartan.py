@@ -206,8 +206,8 @@ class SpartanMethod:
     def layer_modules(self, backbone, seed: int):
         """One SparseMemory per encoder layer from ``first_layer`` on, each with its own initialiser seed
         (a SublayerMemories with ``sublayer_modules``: two memories with site "attention+feed-forward",
-        else its "output" memory only, which is seeded as the bare memory's twin would be + 5); None for
-        the layers below ``first_layer``."""
+        else its "output" memory only, seeded as the pair's feed-forward memory is); None for the layers
+        below ``first_layer``."""
         from spartan_tf.memory import SparseMemory  # TensorFlow loads only once a model is built
         from spartan_tf.methods.sublayer_memories import SITES as SUBLAYER_SITES, SublayerMemories
 
