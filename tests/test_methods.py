@@ -285,7 +285,7 @@ def test_tuned_layer_norms_are_the_backbones_layer_norms_with_trained_gamma_and_
     x = tiny_backbone.embed(inputs["input_ids"], inputs["token_type_ids"])
     bias = tiny_backbone.attention_bias(inputs["attention_mask"])
     untuned = dataclasses.replace(method, tune_layer_norms=False)
-    if site != "attention+feed-forward":  # an untuned model's memory is bare; its twin here seeds the same draws
+    if site != "attention+feed-forward":  # an untuned model's memory is bare: give it the tuned module's weights
         untuned_model = build_task_model(tiny_backbone, untuned, 2, 0.1, seed=0)
         for bare, twin in zip(untuned_model.after_layers[0].weights, module.memories["output"].weights):
             bare.assign(twin)
