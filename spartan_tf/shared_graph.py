@@ -157,6 +157,8 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
     """{task tensor name: tf.TensorSpec}: the graph's task inputs (None: a dimension set per task)."""
     import tensorflow as tf
 
+    from spartan_tf.methods.layer_norm_tuning import SITES as NORM_SITES
+
     method, H = graph_layout["method"], hidden_size
     specs = {}
     for index in range(num_layers):
@@ -175,7 +177,7 @@ def tensor_specs(graph_layout: dict, num_layers: int, hidden_size: int) -> dict:
             for target in ("query", "value"):
                 specs.update({f"{prefix}_{target}_a": [None, H], f"{prefix}_{target}_b": [H, None]})
         if method.get("tune_layer_norms"):
-            for site in ("attention", "output"):
+            for site in NORM_SITES:
                 specs.update({f"{prefix}_{site}_norm_multiplier": [H], f"{prefix}_{site}_norm_shift": [H]})
     specs.update({"head_pooler_kernel": [H, H], "head_pooler_bias": [H],
                   "head_classifier_kernel": [None, H], "head_classifier_bias": [None]})
@@ -261,6 +263,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
     from spartan_tf.export import _ids_spec, backbone_signatures, signature_function
     from spartan_tf.heads import masked_mean
     from spartan_tf.memory import normalized_query
+    from spartan_tf.methods.layer_norm_tuning import SITES as NORM_SITES
 
     method, pooling = graph_layout["method"], graph_layout["pooling"]
     specs = tensor_specs(graph_layout, backbone.num_layers, backbone.hidden_size)
@@ -281,7 +284,7 @@ def shared_signatures(backbone, graph_layout: dict, max_length: int, length: int
 
         def tuned(site):
             return lambda normed: normed * tensors[f"{prefix}_{site}_norm_multiplier"] + tensors[f"{prefix}_{site}_norm_shift"]
-        return {"after_attention_norm": tuned("attention"), "after_output_norm": tuned("output")}
+        return {f"after_{site}_norm": tuned(site) for site in NORM_SITES}
 
     def layer(index, hidden, bias, tensors):
         prefix = f"layer_{index:02d}"
