@@ -25,6 +25,7 @@ ROWS = [  # (label, bundle form)
     ("SPARTAN shared (shared graph + task tensors)", "spartan"),
     ("SPARTAN fused (one graph per task)", "spartan-whole"),
     ("SPARTAN two memories a layer (shared graph + task tensors)", "spartan-two-sites"),
+    ("SPARTAN tuned LayerNorms (shared graph + task tensors)", "spartan-tuned-norms"),
     ("adapters shared (shared graph + task tensors)", "adapters"),
     ("adapters whole (one graph per task)", "adapters-whole"),
     ("LoRA unmerged shared (shared graph + task tensors)", "lora-unmerged"),

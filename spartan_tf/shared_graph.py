@@ -188,14 +188,14 @@ def pack_task_file(tensors: dict, weights: str) -> dict:
     """The arrays of ``<task>.npz`` for a bundle's weights mode (docs/bundle-format.md):
 
     int8: every 2-D tensor as int8 ``name`` [rows, cols] plus float32 ``name.scale`` [rows], one
-        symmetric scale per row (the value is int8 * scale); 0-D and 1-D tensors stay float32;
-    float16: every 2-D tensor float16; float32: as they are.
+        symmetric scale per row (the value is int8 * scale); 0-D and 1-D tensors float16;
+    float16: every tensor float16; float32: as they are.
     """
     packed = {}
     for name, value in tensors.items():
-        if value.ndim != 2 or weights == "float32":
+        if weights == "float32":
             packed[name] = value
-        elif weights == "float16":
+        elif value.ndim != 2 or weights == "float16":
             packed[name] = value.astype(np.float16)
         else:
             scale = np.abs(value).max(axis=1) / 127.0

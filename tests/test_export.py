@@ -233,8 +233,41 @@ def test_shared_graph_signature_and_task_tensors(bundle_runs):
         stored = {name: archive[name] for name in archive.files}
     assert sorted(name for name in stored if not name.endswith(".scale")) == sorted(tensors)
     assert stored["layer_00_keys"].dtype == np.int8 and stored["layer_00_keys.scale"].shape == (12,)
-    assert stored["layer_00_top_k"].dtype == np.float32 and stored["layer_00_top_k"].tolist() == [2.0]
+    assert stored["layer_00_top_k"].dtype == np.float16 and stored["layer_00_top_k"].tolist() == [2.0]
     assert "TOPK_V2" not in operator_names((out / GRAPH_FILE).read_bytes())
+
+
+@pytest.mark.parametrize("weights", ["int8", "float16", "float32"])
+def test_task_file_packing_follows_the_bundle_format(weights):
+    """docs/bundle-format.md, "Task files": int8 matrices with one scale per row (max |row| / 127,
+    1 for a zero row) and float16 vectors; float16 everything; float32 as is. Unpacked, every
+    tensor is float32 and within its storage's rounding of the original."""
+    from spartan_tf.shared_graph import pack_task_file, unpack_task_file
+
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(4, 6)).astype(np.float32) * np.float32([[1], [100], [0.01], [0]])
+    norm = (1 + 0.01 * rng.normal(size=6)).astype(np.float32)
+    tensors = {"kernel": matrix, "norm_multiplier": norm, "top_k": np.float32([2.0])}
+    packed = pack_task_file(tensors, weights)
+    unpacked = unpack_task_file(packed)
+    assert sorted(unpacked) == sorted(tensors) and {v.dtype for v in unpacked.values()} == {np.dtype(np.float32)}
+    assert unpacked["top_k"].tolist() == [2.0]
+    if weights == "float32":
+        assert sorted(packed) == sorted(tensors)
+        for name, value in tensors.items():
+            np.testing.assert_array_equal(unpacked[name], value)
+        return
+    expected_scale = np.abs(matrix).max(axis=1) / 127
+    expected_scale[3] = 1.0
+    if weights == "int8":
+        assert packed["kernel"].dtype == np.int8 and packed["kernel.scale"].dtype == np.float32
+        np.testing.assert_allclose(packed["kernel.scale"], expected_scale, rtol=1e-6)
+        assert np.all(np.abs(unpacked["kernel"] - matrix) <= expected_scale[:, None] / 2 * (1 + 1e-5))
+    else:
+        assert sorted(packed) == sorted(tensors) and packed["kernel"].dtype == np.float16
+        np.testing.assert_allclose(unpacked["kernel"], matrix, rtol=2.0 ** -11, atol=1e-7)
+    assert packed["norm_multiplier"].dtype == packed["top_k"].dtype == np.float16
+    np.testing.assert_allclose(unpacked["norm_multiplier"], norm, rtol=2.0 ** -11)
 
 
 def test_only_builtin_ops_in_every_written_file(bundle_runs, float_bundle):

@@ -176,3 +176,26 @@ def test_release_file_pages_drops_read_only_mappings_and_keeps_their_data(tmp_pa
     assert mapped_rss_kb(path) == before and private[:4] == b"SPRT"
     private.close()
     assert release_file_pages(tmp_path / "not-mapped.tflite") == 0
+
+
+def test_task_tensors_dequantize_each_stored_kind(tmp_path):
+    """A task file as docs/bundle-format.md stores it: an int8 matrix with a scale per row becomes
+    int8 * scale, float16 vectors become their float32 values, float32 stays; into buffers reused
+    across tasks."""
+    from spartan_device.shared import TaskTensors
+
+    kernel = np.int8([[127, -3], [0, 64]])
+    scale = np.float32([0.5, 0.01])
+    multiplier = np.float16([1.0009765625, 0.5])  # exactly representable: float16 -> float32 is exact
+    bias = np.float32([0.25, -1e-7])
+    np.savez(tmp_path / "task.npz", kernel=kernel, **{"kernel.scale": scale}, multiplier=multiplier, bias=bias)
+    tensors = TaskTensors(tmp_path / "task.npz", "task qnli")
+    assert tensors.names == ["bias", "kernel", "multiplier"]
+    buffers = {"stale": np.zeros(3, np.float32)}
+    out = tensors.float32_into(buffers)
+    assert out is buffers and sorted(out) == tensors.names and {v.dtype for v in out.values()} == {np.dtype(np.float32)}
+    np.testing.assert_array_equal(out["kernel"], np.float32([[63.5, -1.5], [0.0, 0.64]]))
+    np.testing.assert_array_equal(out["multiplier"], np.float32([1.0009765625, 0.5]))
+    np.testing.assert_array_equal(out["bias"], bias)
+    kernel_buffer = out["kernel"]
+    assert tensors.float32_into(out)["kernel"] is kernel_buffer  # a second switch allocates nothing
