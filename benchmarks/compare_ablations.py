@@ -12,6 +12,14 @@ differences, scipy.stats), and on how many seeds the candidate is ahead; then th
 the tasks, on the seeds where both sides hold every task. An interval that holds 0 means these seeds
 cannot tell the two apart; one wholly below 0 means the candidate is behind on this sample of seeds.
 The two files must share a budget (examples, epochs, dev examples); ``--extra`` may differ.
+
+A results file that groups runs of one budget into sections, each with its own ``runs`` beside the file's
+``budget`` (docs/results/qnli_full_budget.json: one section per recipe, each run a ``metrics.json`` keyed
+``variant/task/seed``), is read the same way: a variant is looked up in every section.
+
+    .venv/bin/python benchmarks/compare_ablations.py \\
+        docs/results/qnli_full_budget.json:adapters+backbone-dropout+tuned-norms \\
+        docs/results/qnli_full_budget.json:spartan+backbone-dropout+tuned-norms
 """
 
 import argparse
@@ -27,8 +35,8 @@ from scipy import stats  # noqa: E402
 from benchmarks.bench_ablation import primary  # noqa: E402
 from benchmarks.method_runs import print_table, write_json  # noqa: E402
 from spartan_tf.errors import SpartanError, run_cli  # noqa: E402
+from spartan_tf.tasks import get_task  # noqa: E402
 
-BUDGET_KEYS = ("samples", "epochs", "eval_samples")
 CONFIDENCE = 0.95
 
 
@@ -50,21 +58,42 @@ def load_side(spec: str) -> dict:
         raise SpartanError(f"{spec!r}: expected FILE:VARIANT, e.g. docs/results/ablation_five_seeds.json:adapters")
     try:
         document = json.loads(Path(path).read_text())
-        runs, budget = document["runs"], document["budget"]
+        runs, budget = sectioned_runs(document), document["budget"]
     except FileNotFoundError:
         raise SpartanError(f"{path}: no such file (an ablation JSON written by bench_ablation.py expected)") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise SpartanError(f"{path}: not an ablation JSON written by bench_ablation.py (no runs and budget)") from None
     scores = {}
-    for key, run in runs.items():
+    for key, (section, run) in runs:
         run_variant, task, seed = key.rsplit("/", 2)
-        score = primary(run, task) if run_variant == variant else None
-        if score is not None:
-            scores.setdefault(task, {})[int(seed)] = score
+        score = saved_model_score(run, task) if run_variant == variant else None
+        if score is None:
+            continue
+        task_scores = scores.setdefault(task, {})
+        if task_scores.get(int(seed), score) != score:
+            raise SpartanError(f"{path}: {key} is held twice with different scores (the second in {section!r})")
+        task_scores[int(seed)] = score
     if not scores:
-        held = sorted({key.rsplit("/", 2)[0] for key in runs})
+        held = sorted({key.rsplit("/", 2)[0] for key, _ in runs})
         raise SpartanError(f"{path}: no finished run of variant {variant!r}; it holds {', '.join(held) or 'none'}")
     return {"file": path, "variant": variant, "budget": budget, "scores": scores}
+
+
+def saved_model_score(run: dict, task: str):
+    """The primary dev metric of the model a run saved: train.py's ``final`` (kept where a run's epochs
+    are not), else its last epoch's; None for a failed run."""
+    if "error" not in run and "final" in run:
+        return run["final"][get_task(task).metric_names[0]]
+    return primary(run, task)
+
+
+def sectioned_runs(document: dict) -> list:
+    """[(key, (section, run))] of the file's own ``runs`` (section "runs") and of every top-level section
+    that holds ``runs`` of its own."""
+    sections = [("runs", document["runs"])] + [
+        (name, value["runs"]) for name, value in document.items()
+        if name != "runs" and isinstance(value, dict) and isinstance(value.get("runs"), dict)]
+    return [(key, (name, run)) for name, runs in sections for key, run in runs.items()]
 
 
 def paired(base: dict, candidate: dict) -> dict:
@@ -83,7 +112,8 @@ def paired(base: dict, candidate: dict) -> dict:
 
 def compare(base: dict, candidate: dict, tasks=None) -> dict:
     """Per task and over tasks (see the module's docstring)."""
-    different = {key: (base["budget"].get(key), candidate["budget"].get(key)) for key in BUDGET_KEYS
+    keys = sorted((set(base["budget"]) | set(candidate["budget"])) - {"extra"})
+    different = {key: (base["budget"].get(key), candidate["budget"].get(key)) for key in keys
                  if base["budget"].get(key) != candidate["budget"].get(key)}
     if different:
         raise SpartanError(f"{base['file']} and {candidate['file']} hold runs of different budgets: " + ", ".join(
@@ -123,7 +153,8 @@ def main(argv=None):
     base, candidate = load_side(args.base), load_side(args.candidate)
     result = compare(base, candidate, args.tasks)
     print(f"base {base['variant']} ({base['file']}); candidate {candidate['variant']} ({candidate['file']})")
-    print(f"{base['budget']['samples']} examples x {base['budget']['epochs']} epochs; primary dev metric; "
+    budget = ", ".join(f"{key} {value}" for key, value in base["budget"].items() if key != "extra")
+    print(f"budget: {budget}; primary dev metric; "
           f"difference = candidate - base, {CONFIDENCE:.0%} interval by Student's t over the paired seeds\n")
     rows = [row(task, comparison) for task, comparison in result["tasks"].items()]
     if result["mean_over_tasks"] is not None:

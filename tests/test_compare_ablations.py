@@ -74,6 +74,36 @@ def test_sides_from_two_files_must_share_a_budget(tmp_path):
     assert json.loads((tmp_path / "out.json").read_text())["tasks"]["qnli"]["seeds"] == [1]
 
 
+def test_a_results_file_in_sections_is_read_as_one_budget(tmp_path):
+    """qnli_full_budget.json's layout: the file's budget, runs at top level and in dated sections, each
+    run a train.py metrics.json whose ``final`` is the saved model's score (kept where epochs are not)."""
+    budget = {"train_rows": 10293, "epochs": 3, "dev_examples": 2732}
+    def metrics(final, last_epoch):
+        return {"final": {"accuracy": final}, "epochs": [{"accuracy": 0.5}, {"accuracy": last_epoch}]}
+    file = tmp_path / "full_budget.json"
+    file.write_text(json.dumps({"budget": budget, "machine": {"cpus": 2},
+                                "runs": {"base/qnli/1": metrics(0.80, 0.80)},
+                                "one_recipe": {"command": "c", "runs": {"base/qnli/2": metrics(0.82, 0.82),
+                                                                        "new/qnli/1": metrics(0.83, 0.83)}},
+                                "later": {"runs": {"new/qnli/2": {"final": {"accuracy": 0.81},
+                                                                   "epochs_from_log": [0.81]}}}}))
+    output = tmp_path / "out.json"
+    compare_ablations.main([f"{file}:base", f"{file}:new", "--output", str(output)])
+    qnli = json.loads(output.read_text())["tasks"]["qnli"]
+    assert qnli["seeds"] == [1, 2]
+    assert qnli["per_seed"] == {"1": pytest.approx(0.03), "2": pytest.approx(-0.01)}
+
+    ablation = ablation_file(tmp_path / "ablation.json", {"new/qnli/1": 0.6})
+    with pytest.raises(SpartanError, match="different budgets: dev_examples 2732 against None"):
+        compare_ablations.main([f"{file}:base", f"{ablation}:new", "--output", str(tmp_path / "o.json")])
+
+    document = json.loads(file.read_text())
+    document["later"]["runs"]["base/qnli/1"] = metrics(0.70, 0.70)  # the top-level run says 0.80
+    file.write_text(json.dumps(document))
+    with pytest.raises(SpartanError, match="base/qnli/1 is held twice with different scores"):
+        compare_ablations.main([f"{file}:base", f"{file}:new", "--output", str(tmp_path / "o.json")])
+
+
 @pytest.mark.parametrize("spec,message", [
     ("no-colon.json", "expected FILE:VARIANT"),
     ("{missing}:base", "no such file"),
