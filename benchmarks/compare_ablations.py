@@ -64,7 +64,7 @@ def load_side(spec: str) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise SpartanError(f"{path}: not an ablation JSON written by bench_ablation.py (no runs and budget)") from None
     scores = {}
-    for key, (section, run) in runs:
+    for section, key, run in runs:
         run_variant, task, seed = key.rsplit("/", 2)
         score = saved_model_score(run, task) if run_variant == variant else None
         if score is None:
@@ -74,7 +74,7 @@ def load_side(spec: str) -> dict:
             raise SpartanError(f"{path}: {key} is held twice with different scores (the second in {section!r})")
         task_scores[int(seed)] = score
     if not scores:
-        held = sorted({key.rsplit("/", 2)[0] for key, _ in runs})
+        held = sorted({key.rsplit("/", 2)[0] for _, key, _ in runs})
         raise SpartanError(f"{path}: no finished run of variant {variant!r}; it holds {', '.join(held) or 'none'}")
     return {"file": path, "variant": variant, "budget": budget, "scores": scores}
 
@@ -88,12 +88,12 @@ def saved_model_score(run: dict, task: str):
 
 
 def sectioned_runs(document: dict) -> list:
-    """[(key, (section, run))] of the file's own ``runs`` (section "runs") and of every top-level section
+    """[(section, key, run)] of the file's own ``runs`` (section "runs") and of every top-level section
     that holds ``runs`` of its own."""
     sections = [("runs", document["runs"])] + [
         (name, value["runs"]) for name, value in document.items()
         if name != "runs" and isinstance(value, dict) and isinstance(value.get("runs"), dict)]
-    return [(key, (name, run)) for name, runs in sections for key, run in runs.items()]
+    return [(name, key, run) for name, runs in sections for key, run in runs.items()]
 
 
 def paired(base: dict, candidate: dict) -> dict:
