@@ -64,7 +64,8 @@ def build_parser():
     parser.add_argument("--bundles-dir", default="models/bench-bundles")
     parser.add_argument("--input", default=str(DEFAULT_INPUT), help="QNLI dev TSV (default: ../shared/data)")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--lengths", nargs="+", default=["64", "128", "real"], help="token counts, or 'real'")
+    parser.add_argument("--lengths", nargs="+", default=["64", "128", "real"],
+                        help="token counts, 'real' (file order) or 'sorted' (real lengths, texts in length order)")
     parser.add_argument("--num-texts", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3, help="passes over the texts (default 3)")
     parser.add_argument("--block", type=int, default=10, help="texts a row runs before the next row's turn")
@@ -111,6 +112,12 @@ def classify(engine, task: str, pair, length: int | None, max_length: int) -> in
     batch = pad(engine.tokenization.encode([pair], length or max_length), length)
     engine.logits(engine.task(task), batch)
     return batch.num_tokens
+
+
+def by_length(engine, pairs: list) -> list:
+    """``pairs`` in order of their token count (stable), as ``engine`` tokenizes them for its task."""
+    encoded = engine.tokenization.encode(pairs, engine.bundle.task(TASK).max_length)
+    return [pair for _, pair in sorted(zip((len(e.ids) for e in encoded), pairs), key=lambda item: item[0])]
 
 
 def measure(engines: dict, pairs: list, length: int | None, repeats: int, block: int) -> dict:
@@ -200,9 +207,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.quick:
         args.num_texts, args.repeats, args.threads, args.lengths = 30, 1, [1], ["real"]
-    bad = [length for length in args.lengths if length != "real" and not (length.isdigit() and int(length) >= 2)]
+    bad = [length for length in args.lengths
+           if length not in ("real", "sorted") and not (length.isdigit() and int(length) >= 2)]
     if bad or min(args.threads) < 1 or min(args.num_texts, args.repeats, args.block) < 1:
-        sys.exit(f"error: --lengths takes token counts >= 2 or 'real' (got {bad}); --threads, --num-texts, "
+        sys.exit(f"error: --lengths takes token counts >= 2, 'real' or 'sorted' (got {bad}); --threads, --num-texts, "
                  f"--repeats and --block must be >= 1")
     if not Path(args.input).is_file():
         sys.exit(f"error: --input {args.input}: no such file (QNLI dev TSV expected)")
@@ -215,7 +223,9 @@ def main(argv=None):
         engines = load_engines(bundles, threads)
         for length in args.lengths:
             key = f"{threads} thread{'s' if threads > 1 else ''}, length {length}"
-            results[key] = measure(engines, pairs, None if length == "real" else int(length), args.repeats, args.block)
+            texts = by_length(engines["SPARTAN shared"], pairs) if length == "sorted" else pairs
+            width = None if length in ("real", "sorted") else int(length)
+            results[key] = measure(engines, texts, width, args.repeats, args.block)
             ratio = results[key]["SPARTAN shared"]["cpu_ms_per_text"] / results[key]["SPARTAN fused"]["cpu_ms_per_text"]
             print(f"  {key}: SPARTAN shared CPU / fused {ratio:.3f} ({time.time() - started:.0f} s)",
                   file=sys.stderr, flush=True)
