@@ -6,7 +6,7 @@ from benchmarks import bench_device
 
 
 @pytest.mark.parametrize("lengths", [["7x"], ["real", "1"], ["sorted", "longest"]])
-def test_a_length_that_is_not_a_token_count_real_or_sorted_is_refused_by_name(tmp_path, lengths, capsys):
+def test_a_length_that_is_not_a_token_count_real_or_sorted_is_refused_by_name(tmp_path, lengths):
     with pytest.raises(SystemExit) as stop:
         bench_device.main(["--models-dir", str(tmp_path), "--lengths", *lengths])
     bad = [length for length in lengths if length not in ("real", "sorted")]
