@@ -55,6 +55,7 @@ ROWS = {  # label -> (bundle form, the tasks it runs, taking turns text by text)
 }
 FIXED = {"fixed-128 one graph": FIXED_LENGTH}  # rows whose graph takes one length only
 TASK = "qnli"
+REAL_LENGTHS = ("real", "sorted")  # --lengths that run each text at its own length: file order, or by length
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "glue" / "QNLI" / "dev.tsv"
 
 
@@ -208,7 +209,7 @@ def main(argv=None):
     if args.quick:
         args.num_texts, args.repeats, args.threads, args.lengths = 30, 1, [1], ["real"]
     bad = [length for length in args.lengths
-           if length not in ("real", "sorted") and not (length.isdigit() and int(length) >= 2)]
+           if length not in REAL_LENGTHS and not (length.isdigit() and int(length) >= 2)]
     if bad or min(args.threads) < 1 or min(args.num_texts, args.repeats, args.block) < 1:
         sys.exit(f"error: --lengths takes token counts >= 2, 'real' or 'sorted' (got {bad}); --threads, --num-texts, "
                  f"--repeats and --block must be >= 1")
@@ -224,7 +225,7 @@ def main(argv=None):
         for length in args.lengths:
             key = f"{threads} thread{'s' if threads > 1 else ''}, length {length}"
             texts = by_length(engines["SPARTAN shared"], pairs) if length == "sorted" else pairs
-            width = None if length in ("real", "sorted") else int(length)
+            width = None if length in REAL_LENGTHS else int(length)
             results[key] = measure(engines, texts, width, args.repeats, args.block)
             ratio = results[key]["SPARTAN shared"]["cpu_ms_per_text"] / results[key]["SPARTAN fused"]["cpu_ms_per_text"]
             print(f"  {key}: SPARTAN shared CPU / fused {ratio:.3f} ({time.time() - started:.0f} s)",
