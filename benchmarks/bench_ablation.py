@@ -5,13 +5,13 @@
     .venv/bin/python benchmarks/bench_ablation.py --quick            # 32 examples, 1 epoch: checks the pipeline
 
 A variant is a method plus ``python -m spartan_tf.train`` flags (VARIANTS below). Every (variant,
-task, seed) trains in its own process on the same class-balanced sample (``--samples``) and is
-scored on the first ``--eval-samples`` dev examples after every epoch. The table gives, per variant
-and task, the mean and standard deviation over seeds of the task's primary metric after the last
-epoch (and after the first), and the median training seconds. Runs are written to the JSON as they
-finish and a rerun with the same output skips the runs it already holds (``--fresh`` starts over),
-so a long ablation can be stopped and continued: Ctrl-C or ``kill`` stops the running training and
-removes its scratch folder.
+task, seed) trains in its own process on the same class-balanced sample (``--samples``; ``all`` for
+the whole training set) and is scored on the first ``--eval-samples`` dev examples (or ``all``)
+after every epoch. The table gives, per variant and task, the mean and standard deviation over seeds
+of the task's primary metric after the last epoch (and after the first), and the median training
+seconds. Runs are written to the JSON as they finish and a rerun with the same output skips the runs
+it already holds (``--fresh`` starts over), so a long ablation can be stopped and continued: Ctrl-C
+or ``kill`` stops the running training and removes its scratch folder.
 """
 
 import argparse
@@ -85,6 +85,9 @@ VARIANTS = {
     "default+cls-pool": ("spartan", ["--pooling", "cls"]),
     "default+lr-5e-4": ("spartan", ["--learning-rate", "5e-4"]),
     "default+backbone-dropout": ("spartan", ["--backbone-dropout"]),
+    # each method at its best measured setting at QNLI's full budget (docs/results.md, "The LayerNorms tuned at
+    # the full budget"): --samples all --eval-samples all
+    "default+backbone-dropout+tuned-norms": ("spartan", ["--backbone-dropout", "--tune-layer-norms"]),
     "default+ffn-site+query-norm+lr-2e-3+warmup-10%": ("spartan", RECIPE),
     "recipe+size-32x3": ("spartan", [*RECIPE, *SIZE_32X3]),
     "recipe+size-32x3+output-gain": ("spartan", [*RECIPE, *SIZE_32X3, "--output-gain"]),
@@ -129,6 +132,7 @@ VARIANTS = {
     "adapters+warmup-10%": ("adapters", ["--warmup-ratio", "0.1"]),
     "adapters+tuned-norms": ("adapters", ["--tune-layer-norms"]),
     "adapters+backbone-dropout": ("adapters", ["--backbone-dropout"]),
+    "adapters+backbone-dropout+tuned-norms": ("adapters", ["--backbone-dropout", "--tune-layer-norms"]),
     "adapters-lr-3e-4": ("adapters", ["--learning-rate", "3e-4"]),
     "adapters-lr-3e-3": ("adapters", ["--learning-rate", "3e-3"]),
     "lora": ("lora", []),
@@ -145,9 +149,11 @@ def build_parser():
     parser.add_argument("--tasks", nargs="+", default=["qnli"], help=f"of {', '.join(GLUE_TASK_NAMES)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
-    parser.add_argument("--samples", type=int, default=1000, help="training examples (class-balanced; default 1000)")
+    parser.add_argument("--samples", type=count_or_all, default=1000,
+                        help="training examples (class-balanced; default 1000), or 'all' for the whole training set")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--eval-samples", type=int, default=1000, help="dev examples scored after each epoch")
+    parser.add_argument("--eval-samples", type=count_or_all, default=1000,
+                        help="the first N dev examples are scored after each epoch (default 1000), or 'all'")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                         help="flags added to every run (after the variant's own), e.g. --extra --max-seq-length 64")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
@@ -155,6 +161,29 @@ def build_parser():
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in --output")
     parser.add_argument("--output", help="JSON file (default benchmarks/results/ablation[_quick].json)")
     return parser
+
+
+def count_or_all(text: str):
+    """An example count for --samples / --eval-samples: a positive integer, or "all"."""
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {count}")
+    return count
+
+
+def budget_flags(samples, epochs, eval_samples) -> list:
+    """The ``spartan_tf.train`` flags of a budget; "all" passes no limit, so the run reads the whole split."""
+    flags = ["--epochs", epochs]
+    if samples != "all":
+        flags += ["--max-train-samples", samples]
+    if eval_samples != "all":
+        flags += ["--max-eval-samples", eval_samples]
+    return flags
 
 
 def run_key(variant, task, seed) -> str:
@@ -221,8 +250,8 @@ def main(argv=None):
     bad_tasks = [task for task in args.tasks if task not in GLUE_TASK_NAMES]
     if bad_tasks:
         raise SpartanError(f"--tasks: unknown {', '.join(bad_tasks)}; choose from {', '.join(GLUE_TASK_NAMES)}")
-    if min(args.samples, args.epochs, args.eval_samples) < 1:
-        raise SpartanError("--samples, --epochs and --eval-samples must be >= 1")
+    if args.epochs < 1:
+        raise SpartanError("--epochs must be >= 1")
     if not Path(args.data_dir).is_dir():
         raise SpartanError(f"--data-dir {args.data_dir}: not a folder (GLUE's TSV layout expected)")
     output = Path(args.output or Path(__file__).parent / "results" / f"ablation{'_quick' if args.quick else ''}.json")
@@ -253,8 +282,8 @@ def main(argv=None):
                     method, flags = VARIANTS[variant]
                     print(f"== {key}: --method {method} {' '.join(flags)}", flush=True)
                     run = train_run(method, task, args.data_dir, Path(scratch) / "model", *flags,
-                                    "--seed", seed, "--epochs", args.epochs, "--max-train-samples", args.samples,
-                                    "--max-eval-samples", args.eval_samples, *args.extra)
+                                    "--seed", seed, *budget_flags(args.samples, args.epochs, args.eval_samples),
+                                    *args.extra)
                     # When each run ended: "machine" holds only the last invocation's date, and runs merge.
                     finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
                     runs[key] = {"command": f"--method {method} {' '.join(flags)}", **run, "finished": finished}

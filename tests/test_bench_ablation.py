@@ -42,11 +42,38 @@ def test_refuses_to_mix_runs_of_another_budget_into_an_output(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [(["--variants", "nope"], "--variants: unknown nope"),
                                           (["--tasks", "mnli2"], "--tasks: unknown mnli2"),
-                                          (["--samples", "0"], "must be >= 1")])
+                                          (["--epochs", "0"], "--epochs must be >= 1")])
 def test_bad_arguments_are_named(argv, message, tmp_path):
     with pytest.raises(SpartanError, match=message):
         bench_ablation.main([*argv, "--data-dir", str(tmp_path), "--output", str(tmp_path / "out.json")])
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--samples", "0"), ("--samples", "most"), ("--eval-samples", "-5")])
+def test_a_count_that_is_neither_positive_nor_all_is_named(flag, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_ablation.main([flag, value, "--data-dir", str(tmp_path), "--output", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: expected a positive integer or 'all'" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_all_passes_no_limit_so_the_run_reads_the_whole_split():
+    assert bench_ablation.budget_flags(1000, 3, 1000) == ["--epochs", 3, "--max-train-samples", 1000,
+                                                          "--max-eval-samples", 1000]
+    assert bench_ablation.budget_flags("all", 3, "all") == ["--epochs", 3]
+    assert bench_ablation.budget_flags("all", 1, 500) == ["--epochs", 1, "--max-eval-samples", 500]
+    assert bench_ablation.build_parser().parse_args(["--samples", "all", "--eval-samples", "7"]).eval_samples == 7
+
+
+def test_the_full_budget_variants_are_the_commands_of_the_full_budget_table():
+    """docs/results/qnli_full_budget.json's section "backbone_dropout_tuned_norms" ran these flags by hand."""
+    document = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "qnli_full_budget.json").read_text())
+    command = document["backbone_dropout_tuned_norms"]["command"]
+    for name in ("default+backbone-dropout+tuned-norms", "adapters+backbone-dropout+tuned-norms"):
+        method, flags = bench_ablation.VARIANTS[name]
+        assert all(flag in command for flag in flags), name
+        assert method == "spartan" or f"--method {method}" in command
 
 
 def test_every_variant_names_a_known_method_and_spartan_rows_start_from_a_preset_or_the_defaults():
