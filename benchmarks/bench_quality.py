@@ -10,8 +10,9 @@ the same data, batch (16), epochs (3), sequence length (128) and seed. Metrics a
 Matthews correlation for CoLA; Pearson and Spearman for STS-B) on the full dev set unless
 ``--max-eval-samples``. "Task bytes" is the size of the task's weights.npz, as training writes it
 (float32: the modules and head; for full fine-tuning the whole fine-tuned backbone); what a task
-costs on the device, per method and deployment, is benchmarks/bench_storage.py's. Results are written after every run (a long run that stops keeps what it
-measured): JSON, default benchmarks/results/quality.json (quality_quick.json with --quick).
+costs on the device, per method and deployment, is benchmarks/bench_storage.py's. Results are
+written after every run (a long run that stops keeps what it measured): JSON, default
+benchmarks/results/quality.json (quality_quick.json with --quick).
 """
 
 import argparse
