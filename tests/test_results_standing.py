@@ -1,6 +1,7 @@
 """docs/results.md's "Where SPARTAN stands": its paired figures are what compare_ablations computes
 from the stored runs, so the summary cannot drift from the JSON (a new seed must update both)."""
 
+import json
 import re
 
 import pytest
@@ -83,3 +84,51 @@ def test_every_paired_row_is_what_compare_ablations_computes_from_the_stored_run
     ("-0.44", -0.4398, True), ("-0.44", -0.4349, False), ("**+2.7**", 2.66, True), ("0.8157", 0.81576, False)])
 def test_a_cell_matches_only_its_own_rounding(cell, value, expected):
     assert matches(cell, value) is expected
+
+
+def device_table() -> dict:
+    """The section's device table: {the "what" cell: {column: cell}}."""
+    text = (REPO / "docs" / "results.md").read_text()
+    section = text[text.index("**On the device (issue 14).**"):]
+    lines = ("| " + section.split("\n\n| ", 1)[1]).split("\n\n", 1)[0].splitlines()
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    return {row[0]: dict(zip(cells[0], row)) for row in cells[2:]}
+
+
+def device_cells(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def ratio_range(document: dict, row: str, against: str) -> tuple:
+    """(lowest, highest) over the benchmark's cells of ``row``'s CPU time per text over ``against``'s."""
+    ratios = [cell[row]["cpu_ms_per_text"] / cell[against]["cpu_ms_per_text"] for cell in document["cells"].values()]
+    return min(ratios), max(ratios)
+
+
+def test_every_device_figure_is_what_the_benchmark_json_holds():
+    table = device_table()
+    avx2, avx2_second, fast = (device_cells(name) for name in
+                               ("device_avx2.json", "device_avx2_sorted.json", "device_two_sites.json"))
+    columns = {"AVX2-only VM (2026-12-06, quiet)": avx2, "fast VM, AVX-512 VNNI (2026-12-05, quiet)": fast}
+    for what, against in [("CPU per text, shared SPARTAN / adapters in one graph", "adapters whole"),
+                          ("the same / shared adapters", "adapters shared"),
+                          ("shared SPARTAN / its fused graph", "SPARTAN fused")]:
+        for column, document in columns.items():
+            low, high = re.match(r"([\d.]+)-([\d.]+)x", table[what][column]).groups()
+            computed = ratio_range(document, "SPARTAN shared", against)
+            assert matches(low, computed[0]) and matches(high, computed[1]), (what, column, computed)
+
+    def speedup(document):
+        cell = document["cells"]["1 thread, length real"]
+        return cell["SPARTAN shared"]["texts_per_s"] / cell["fixed-128 one graph"]["texts_per_s"]
+
+    fixed = table["texts/s against a fixed-128 graph, real lengths, 1 thread"]
+    first, second = re.match(r"([\d.]+)x and ([\d.]+)x", fixed["AVX2-only VM (2026-12-06, quiet)"]).groups()
+    assert matches(first, speedup(avx2)) and matches(second, speedup(avx2_second))
+    assert matches(fixed["fast VM, AVX-512 VNNI (2026-12-05, quiet)"].rstrip("x"), speedup(fast))
+
+    memory = table["peak memory, one task; a second task"]
+    for column, document in columns.items():
+        peak, load = re.match(r"([\d.]+) MB; (?:loaded in )?([\d.]+) ms", memory[column]).groups()
+        assert matches(peak, document["memory"]["SPARTAN shared"]["peak_rss_mb"]), column
+        assert matches(load, document["memory"]["SPARTAN shared, 2 tasks switching"]["task_load_ms"]["sst2"]), column
