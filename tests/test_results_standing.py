@@ -1,5 +1,6 @@
 """docs/results.md's "Where SPARTAN stands": its paired figures are what compare_ablations computes
-from the stored runs, so the summary cannot drift from the JSON (a new seed must update both)."""
+from the stored runs, and its device and speed figures what the benchmarks' JSON holds, so the
+summary cannot drift from the JSON (a new seed must update both)."""
 
 import json
 import re
@@ -36,16 +37,23 @@ ROWS = {
 }
 
 
-def quality_table() -> list:
-    """The rows of the section's quality table, each a {column: cell} dict."""
+def table_after(marker: str) -> list:
+    """The rows of the first Markdown table after ``marker`` in "Where SPARTAN stands", each a
+    {column: cell} dict."""
     text = (REPO / "docs" / "results.md").read_text()
     section = text[text.index("## Where SPARTAN stands"):]
-    section = section[section.index("**Quality (issue 15).**"):]
-    lines = [line for line in section.split("\n\n| ", 1)[1].split("\n\n", 1)[0].splitlines()]
-    lines[0] = "| " + lines[0]
+    after = section[section.index(marker):]
+    lines = ("| " + after.split("\n\n| ", 1)[1]).split("\n\n", 1)[0].splitlines()
     cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
-    header, rows = cells[0], cells[2:]
-    return [dict(zip(header, row)) for row in rows]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def quality_table() -> list:
+    return table_after("**Quality (issue 15).**")
+
+
+def results_json(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
 
 
 def matches(cell: str, value: float) -> bool:
@@ -86,19 +94,6 @@ def test_a_cell_matches_only_its_own_rounding(cell, value, expected):
     assert matches(cell, value) is expected
 
 
-def device_table() -> dict:
-    """The section's device table: {the "what" cell: {column: cell}}."""
-    text = (REPO / "docs" / "results.md").read_text()
-    section = text[text.index("**On the device (issue 14).**"):]
-    lines = ("| " + section.split("\n\n| ", 1)[1]).split("\n\n", 1)[0].splitlines()
-    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
-    return {row[0]: dict(zip(cells[0], row)) for row in cells[2:]}
-
-
-def device_cells(name: str) -> dict:
-    return json.loads((RESULTS / name).read_text())
-
-
 def ratio_range(document: dict, row: str, against: str) -> tuple:
     """(lowest, highest) over the benchmark's cells of ``row``'s CPU time per text over ``against``'s."""
     ratios = [cell[row]["cpu_ms_per_text"] / cell[against]["cpu_ms_per_text"] for cell in document["cells"].values()]
@@ -106,8 +101,8 @@ def ratio_range(document: dict, row: str, against: str) -> tuple:
 
 
 def test_every_device_figure_is_what_the_benchmark_json_holds():
-    table = device_table()
-    avx2, avx2_second, fast = (device_cells(name) for name in
+    table = {row["what"]: row for row in table_after("**On the device (issue 14).**")}
+    avx2, avx2_second, fast = (results_json(name) for name in
                                ("device_avx2.json", "device_avx2_sorted.json", "device_two_sites.json"))
     columns = {"AVX2-only VM (2026-12-06, quiet)": avx2, "fast VM, AVX-512 VNNI (2026-12-05, quiet)": fast}
     for what, against in [("CPU per text, shared SPARTAN / adapters in one graph", "adapters whole"),
@@ -132,3 +127,18 @@ def test_every_device_figure_is_what_the_benchmark_json_holds():
         peak, load = re.match(r"([\d.]+) MB; (?:loaded in )?([\d.]+) ms", memory[column]).groups()
         assert matches(peak, document["memory"]["SPARTAN shared"]["peak_rss_mb"]), column
         assert matches(load, document["memory"]["SPARTAN shared, 2 tasks switching"]["task_load_ms"]["sst2"]), column
+
+
+def test_the_few_shot_speed_row_is_the_runs_training_time_against_adapters():
+    """Training seconds (k-means and the frozen layers' pass included) of adapters over SPARTAN's, per run."""
+    row = next(row for row in quality_table() if row["budget"] == "200 x 10 epochs, training speed")
+    runs = results_json("ablation_fewshot_layers_key_init.json")["runs"]
+    ratios = {key: runs[f"adapters/{key.split('/', 1)[1]}"]["train_seconds"] / run["train_seconds"]
+              for key, run in runs.items() if key.startswith("recipe+from-layer-2+key-init-data/")}
+    low, high = re.match(r"([\d.]+)-([\d.]+)x adapters' examples/s", row["SPARTAN"]).groups()
+    assert matches(low, min(ratios.values())) and matches(high, max(ratios.values()))
+    fast_enough = sum(ratio >= 1.34 for ratio in ratios.values())
+    assert row["ahead"] == f"{fast_enough} of {len(ratios)} runs >= 1.34x"
+    on_the_bar_seeds = [ratio for key, ratio in ratios.items() if int(key.rsplit("/", 1)[1]) in (42, 43, 44)]
+    low, high = re.search(r"met on 42-44 \(([\d.]+)-([\d.]+)x", row["the bar"]).groups()
+    assert matches(low, min(on_the_bar_seeds)) and matches(high, max(on_the_bar_seeds))
