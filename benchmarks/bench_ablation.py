@@ -84,6 +84,9 @@ VARIANTS = {
     "default+ffn-site+query-norm": ("spartan", ["--memory-site", "feed-forward", "--query-norm"]),
     "default+cls-pool": ("spartan", ["--pooling", "cls"]),
     "default+lr-5e-4": ("spartan", ["--learning-rate", "5e-4"]),
+    "default+balance-0.1": ("spartan", ["--balance-loss-scale", "0.1"]),
+    "default+balance-1": ("spartan", ["--balance-loss-scale", "1"]),
+    "default+temperature-1": ("spartan", ["--temperature", "1"]),
     "default+backbone-dropout": ("spartan", ["--backbone-dropout"]),
     # each method at its best measured setting at QNLI's full budget (docs/results.md, "The LayerNorms tuned at
     # the full budget"): --samples all --eval-samples all
@@ -114,6 +117,8 @@ VARIANTS = {
     "recipe+two-sites+memory-dropout-0.1": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1"]),
     "recipe+two-sites+memory-dropout-0.1+tuned-norms": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
                                                                     "--tune-layer-norms"]),
+    "recipe+two-sites+memory-dropout-0.1+balance-1": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
+                                                                  "--balance-loss-scale", "1"]),
     "recipe+two-sites+memory-dropout-0.1+from-layer-2": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
                                                                      "--first-memory-layer", "2"]),
     "recipe+two-sites+memory-dropout-0.1+from-layer-3": ("spartan", [*RECIPE, *TWO_SITES, "--memory-dropout", "0.1",
