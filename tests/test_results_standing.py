@@ -29,6 +29,8 @@ ROWS = {
     ("1,000 x 3 epochs, five-task mean", "--tune-layer-norms"): (
         "ablation_five_seeds.json:adapters",
         "ablation_tuned_layer_norms.json:recipe+two-sites+memory-dropout-0.1+tuned-norms", "mean"),
+    ("10,293 rows x 1 epoch, QNLI", "defaults"): (
+        "qnli_one_epoch.json:adapters", "qnli_one_epoch.json:default", "qnli"),
     ("10,293 rows x 3 epochs, QNLI", "defaults"): (
         "qnli_full_budget.json:adapters", "qnli_full_budget.json:spartan", "qnli"),
     ("the same, each at its best", "--backbone-dropout --tune-layer-norms"): (
