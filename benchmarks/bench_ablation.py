@@ -11,7 +11,8 @@ after every epoch. The table gives, per variant and task, the mean and standard 
 of the task's primary metric after the last epoch (and after the first), and the median training
 seconds. Runs are written to the JSON as they finish and a rerun with the same output skips the runs
 it already holds (``--fresh`` starts over), so a long ablation can be stopped and continued: Ctrl-C
-or ``kill`` stops the running training and removes its scratch folder.
+or ``kill`` stops the running training and removes its scratch folder. Other top-level sections of
+an existing output (runs kept from elsewhere, added by hand) are written back unchanged.
 """
 
 import argparse
@@ -241,6 +242,9 @@ def summary(runs: dict, variants, tasks, seeds) -> dict:
     return result
 
 
+WRITTEN_KEYS = ("budget", "variants", "machine", "runs", "summary")  # what this script writes to --output
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list:
@@ -261,13 +265,15 @@ def main(argv=None):
         raise SpartanError(f"--data-dir {args.data_dir}: not a folder (GLUE's TSV layout expected)")
     output = Path(args.output or Path(__file__).parent / "results" / f"ablation{'_quick' if args.quick else ''}.json")
     budget = {"samples": args.samples, "epochs": args.epochs, "eval_samples": args.eval_samples, "extra": args.extra}
-    runs = {}
+    runs, other_sections = {}, {}
     if output.exists() and not args.fresh:
         previous = json.loads(output.read_text())
         if previous.get("budget") != budget:
             raise SpartanError(f"{output} holds runs of another budget ({previous.get('budget')}); "
                                "pass --fresh to replace it or --output for a new file")
         runs = previous["runs"]
+        # Sections added by hand (runs kept from elsewhere, notes) stay as they are.
+        other_sections = {key: value for key, value in previous.items() if key not in WRITTEN_KEYS}
 
     def save():
         """Everything in ``runs``, this invocation's and earlier ones' (which may cover other variants)."""
@@ -275,7 +281,8 @@ def main(argv=None):
         variants, tasks = (list(dict.fromkeys(parts[i] for parts in keys)) for i in (0, 1))
         seeds = sorted({int(parts[2]) for parts in keys})
         write_json(output, {"budget": budget, "variants": {name: VARIANTS[name] for name in variants},
-                            "machine": machine(), "runs": runs, "summary": summary(runs, variants, tasks, seeds)})
+                            "machine": machine(), "runs": runs, "summary": summary(runs, variants, tasks, seeds),
+                            **other_sections})
 
     with tempfile.TemporaryDirectory(prefix="spartan-ablation-") as scratch:
         for seed in args.seeds:  # seeds outermost: an interrupted ablation has every variant at the same seeds

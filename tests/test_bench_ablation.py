@@ -40,6 +40,20 @@ def test_refuses_to_mix_runs_of_another_budget_into_an_output(tmp_path):
     assert json.loads(output.read_text())["budget"]["samples"] == 200  # left as it was
 
 
+def test_a_rerun_keeps_the_runs_it_holds_and_the_sections_added_by_hand(tmp_path):
+    budget = {"samples": 1000, "epochs": 3, "eval_samples": 1000, "extra": []}
+    held = {"default/qnli/42": run(0.6, 0.7)}
+    kept = {"note": "seeds run elsewhere", "runs": {"default/qnli/45": run(0.5, 0.8)}}
+    output = tmp_path / "ablation.json"
+    output.write_text(json.dumps({"budget": budget, "runs": held, "more_seeds": kept}))
+    # every requested run is held, so nothing trains; the file is written again
+    bench_ablation.main(["--variants", "default", "--tasks", "qnli", "--seeds", "42", "--data-dir", str(tmp_path),
+                         "--output", str(output)])
+    written = json.loads(output.read_text())
+    assert written["runs"] == held and written["more_seeds"] == kept
+    assert written["summary"]["default"]["tasks"]["qnli"] == {"mean": 0.7, "sd": 0.0, "seeds": 1}
+
+
 @pytest.mark.parametrize("argv,message", [(["--variants", "nope"], "--variants: unknown nope"),
                                           (["--tasks", "mnli2"], "--tasks: unknown mnli2"),
                                           (["--epochs", "0"], "--epochs must be >= 1")])
