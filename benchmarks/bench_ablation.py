@@ -12,7 +12,8 @@ of the task's primary metric after the last epoch (and after the first), and the
 seconds. Runs are written to the JSON as they finish and a rerun with the same output skips the runs
 it already holds (``--fresh`` starts over), so a long ablation can be stopped and continued: Ctrl-C
 or ``kill`` stops the running training and removes its scratch folder. Other top-level sections of
-an existing output (runs kept from elsewhere, added by hand) are written back unchanged.
+an existing output (runs kept from elsewhere, added by hand) are written back unchanged, and so is its
+``machine`` when the invocation trains nothing.
 """
 
 import argparse
@@ -265,7 +266,7 @@ def main(argv=None):
         raise SpartanError(f"--data-dir {args.data_dir}: not a folder (GLUE's TSV layout expected)")
     output = Path(args.output or Path(__file__).parent / "results" / f"ablation{'_quick' if args.quick else ''}.json")
     budget = {"samples": args.samples, "epochs": args.epochs, "eval_samples": args.eval_samples, "extra": args.extra}
-    runs, other_sections = {}, {}
+    runs, other_sections, trained_on = {}, {}, None
     if output.exists() and not args.fresh:
         previous = json.loads(output.read_text())
         if previous.get("budget") != budget:
@@ -274,6 +275,7 @@ def main(argv=None):
         runs = previous["runs"]
         # Sections added by hand (runs kept from elsewhere, notes) stay as they are.
         other_sections = {key: value for key, value in previous.items() if key not in WRITTEN_KEYS}
+        trained_on = previous.get("machine")  # replaced only when this invocation trains something
 
     def save():
         """Everything in ``runs``, this invocation's and earlier ones' (which may cover other variants)."""
@@ -281,7 +283,7 @@ def main(argv=None):
         variants, tasks = (list(dict.fromkeys(parts[i] for parts in keys)) for i in (0, 1))
         seeds = sorted({int(parts[2]) for parts in keys})
         write_json(output, {"budget": budget, "variants": {name: VARIANTS[name] for name in variants},
-                            "machine": machine(), "runs": runs, "summary": summary(runs, variants, tasks, seeds),
+                            "machine": trained_on or machine(), "runs": runs, "summary": summary(runs, variants, tasks, seeds),
                             **other_sections})
 
     with tempfile.TemporaryDirectory(prefix="spartan-ablation-") as scratch:
@@ -298,6 +300,7 @@ def main(argv=None):
                                     *args.extra)
                     # When each run ended: "machine" holds only the last invocation's date, and runs merge.
                     finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                    trained_on = machine()
                     runs[key] = {"command": f"--method {method} {' '.join(flags)}", **run, "finished": finished}
                     score = primary(run, task)
                     print(f"   {run['error'] if score is None else f'{score:.4f}'} ({run['wall_seconds']} s)", flush=True)

@@ -45,12 +45,13 @@ def test_a_rerun_keeps_the_runs_it_holds_and_the_sections_added_by_hand(tmp_path
     held = {"default/qnli/42": run(0.6, 0.7)}
     kept = {"note": "seeds run elsewhere", "runs": {"default/qnli/45": run(0.5, 0.8)}}
     output = tmp_path / "ablation.json"
-    output.write_text(json.dumps({"budget": budget, "runs": held, "more_seeds": kept}))
+    trained_on = {"cpu_model": "the machine the runs trained on", "date": "2026-12-02 10:00:00 UTC"}
+    output.write_text(json.dumps({"budget": budget, "machine": trained_on, "runs": held, "more_seeds": kept}))
     # every requested run is held, so nothing trains; the file is written again
     bench_ablation.main(["--variants", "default", "--tasks", "qnli", "--seeds", "42", "--data-dir", str(tmp_path),
                          "--output", str(output)])
     written = json.loads(output.read_text())
-    assert written["runs"] == held and written["more_seeds"] == kept
+    assert written["runs"] == held and written["more_seeds"] == kept and written["machine"] == trained_on
     assert written["summary"]["default"]["tasks"]["qnli"] == {"mean": 0.7, "sd": 0.0, "seeds": 1}
 
 
