@@ -283,7 +283,8 @@ def main(argv=None):
         variants, tasks = (list(dict.fromkeys(parts[i] for parts in keys)) for i in (0, 1))
         seeds = sorted({int(parts[2]) for parts in keys})
         write_json(output, {"budget": budget, "variants": {name: VARIANTS[name] for name in variants},
-                            "machine": trained_on or machine(), "runs": runs, "summary": summary(runs, variants, tasks, seeds),
+                            "machine": trained_on or machine(), "runs": runs,
+                            "summary": summary(runs, variants, tasks, seeds),
                             **other_sections})
 
     with tempfile.TemporaryDirectory(prefix="spartan-ablation-") as scratch:

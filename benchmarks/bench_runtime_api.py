@@ -82,7 +82,8 @@ class CompiledRunner:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench_runtime_api.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_runtime_api.py",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", required=True, help="one trained QNLI model per method (method_bundles.py)")
     parser.add_argument("--bundles-dir", default="models/bench-bundles")
     parser.add_argument("--input", default=str(DEFAULT_INPUT), help="QNLI dev TSV (default: ../shared/data)")
@@ -125,7 +126,8 @@ def load_rows(bundles: dict, threads: int, flags: list) -> dict:
             rows[graph, "Interpreter (the client)"] = (engine, lambda batch, e=engine, t=task: e.logits(t, batch))
             rows[graph, "CompiledModel"] = (engine, CompiledRunner(engine, task, threads, None))
             for value in flags:
-                rows[graph, f"CompiledModel, XNNPACK flags {value:#x}"] = (engine, CompiledRunner(engine, task, threads, value))
+                runner = CompiledRunner(engine, task, threads, value)
+                rows[graph, f"CompiledModel, XNNPACK flags {value:#x}"] = (engine, runner)
     except DeviceError as err:
         sys.exit(f"error: {err}")
     return rows
@@ -156,8 +158,9 @@ def main(argv=None):
         reference = rows[graph, "Interpreter (the client)"][1]
         checked = batches[graph][:CHECKED_TEXTS]
         got, want = [np.asarray(run(b)) for b in checked], [np.asarray(reference(b)) for b in checked]
-        agreement[graph, api] = {"max_abs_logit_difference": float(max(np.abs(g - w).max() for g, w in zip(got, want))),
-                                 "same_argmax": int(sum((g.argmax(-1) == w.argmax(-1)).all() for g, w in zip(got, want))),
+        pairs_checked = list(zip(got, want))
+        agreement[graph, api] = {"max_abs_logit_difference": float(max(np.abs(g - w).max() for g, w in pairs_checked)),
+                                 "same_argmax": int(sum((g.argmax(-1) == w.argmax(-1)).all() for g, w in pairs_checked)),
                                  "texts": len(checked)}
 
     labels = list(rows)

@@ -36,7 +36,7 @@ def test_compiled_model_with_xnnpack_flags_agrees_with_the_client_on_the_int8_bu
         np.testing.assert_allclose(runner(batch), engine.logits(task, batch), atol=1e-5, err_msg=f"qnli #{index}")
 
 
-def test_flags_are_read_as_decimal_or_hex_and_a_bad_one_is_refused_by_name(tmp_path, capsys):
+def test_flags_are_read_as_decimal_or_hex_and_a_bad_one_is_refused_by_name(tmp_path):
     assert parse_flags(["0x4b", "3"]) == [0x4B, 3]
     with pytest.raises(SystemExit) as stop:
         main(["--models-dir", str(tmp_path), "--xnnpack-flags", "fast", "--output", str(tmp_path / "x.json")])
