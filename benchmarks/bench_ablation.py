@@ -299,7 +299,7 @@ def main(argv=None):
                     run = train_run(method, task, args.data_dir, Path(scratch) / "model", *flags,
                                     "--seed", seed, *budget_flags(args.samples, args.epochs, args.eval_samples),
                                     *args.extra)
-                    # When each run ended: "machine" holds only the last invocation's date, and runs merge.
+                    # When each run ended: "machine" holds only the last training invocation's date, and runs merge.
                     finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
                     trained_on = machine()
                     runs[key] = {"command": f"--method {method} {' '.join(flags)}", **run, "finished": finished}

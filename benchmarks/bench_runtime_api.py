@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device"))
 from benchmarks.bench_device import DEFAULT_INPUT, TASK, read_pairs  # noqa: E402
 from benchmarks.method_bundles import FIXED_LENGTH, ensure_bundles  # noqa: E402
 from benchmarks.method_runs import cpu_model, machine, print_table, take_turns, write_json  # noqa: E402
+from spartan_device.shared import TOKEN_INPUTS  # noqa: E402
 
 GRAPHS = {"SPARTAN shared": "spartan", "SPARTAN fused": "spartan-whole", "fixed-128 one graph": "fixed-128"}
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CHECKED_TEXTS = 20
 
 
@@ -146,19 +146,17 @@ def main(argv=None):
 
     from spartan_device.engine import pad
 
-    batches = {}  # graph label -> one padded batch per text, tokenized once by the client
+    batches, client_logits = {}, {}  # graph label -> one padded batch per text; the client's logits of the first ones
     for graph in GRAPHS:
-        engine = rows[graph, "Interpreter (the client)"][0]
+        engine, client = rows[graph, "Interpreter (the client)"]
         width = FIXED_LENGTH if graph == "fixed-128 one graph" else None
-        max_length = engine.bundle.task(TASK).max_length
-        batches[graph] = [pad(engine.tokenization.encode([pair], max_length), width) for pair in pairs]
+        batches[graph] = [pad([encoding], width) for encoding in engine.encode(engine.task(TASK).info, pairs)]
+        client_logits[graph] = [np.asarray(client(b)) for b in batches[graph][:CHECKED_TEXTS]]
 
     agreement = {}
     for (graph, api), (_, run) in rows.items():
-        reference = rows[graph, "Interpreter (the client)"][1]
         checked = batches[graph][:CHECKED_TEXTS]
-        got, want = [np.asarray(run(b)) for b in checked], [np.asarray(reference(b)) for b in checked]
-        pairs_checked = list(zip(got, want))
+        pairs_checked = list(zip((np.asarray(run(b)) for b in checked), client_logits[graph]))
         agreement[graph, api] = {"max_abs_logit_difference": float(max(np.abs(g - w).max() for g, w in pairs_checked)),
                                  "same_argmax": int(sum((g.argmax(-1) == w.argmax(-1)).all() for g, w in pairs_checked)),
                                  "texts": len(checked)}
