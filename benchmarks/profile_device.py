@@ -16,11 +16,11 @@ lengths (fixed-128: padded to 128), as bench_device.classify does; the differenc
 text's cost, loading and first calls excluded.
 
 Instructions are not time: a count runs faster in large matrices than in small ones, and memory
-stalls cost nothing here. Valgrind cannot execute AVX-512, so it shows the program a CPU without it
-and XNNPACK picks its AVX2 kernels on every x86 machine. Needs valgrind (Debian: apt install
-valgrind), which runs the client about 50x slower: with ``--num-texts 10`` a row takes about 4 minutes
-on a 2-core AMD EPYC VM. Prints a Markdown table, writes JSON (default
-benchmarks/results/device_profile.json).
+stalls cost nothing here. Valgrind cannot execute AVX-512 and does not offer it to the program, so
+XNNPACK should pick its AVX2 kernels even where the CPU has AVX-512 (so far run only on an AVX2 VM).
+Needs valgrind (Debian: apt install valgrind), which runs the client about 50x slower: with
+``--num-texts 10`` a row takes about 4 minutes on a 2-core AMD EPYC VM. Prints a Markdown table,
+writes JSON (default benchmarks/results/device_profile.json).
 """
 
 import argparse
@@ -140,6 +140,8 @@ def measure(bundles: dict, args, scratch: Path) -> dict:
             print(f"  {label}: {count} texts under callgrind ...", file=sys.stderr, flush=True)
         label, count, process, out, log = running.pop(0)
         if process.wait() != 0:
+            for *_, other, _, _ in running:  # the runs still going would outlive this process
+                other.kill()
             sys.exit(f"error: the callgrind run of {label} ({count} texts) failed: "
                      f"{log.read_text()[-1500:].strip()}")
         counts[label, count] = annotate(out)
