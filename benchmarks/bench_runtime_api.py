@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device"))
 
-from benchmarks.bench_device import DEFAULT_INPUT, TASK, read_pairs  # noqa: E402
-from benchmarks.method_bundles import FIXED_LENGTH, ensure_bundles  # noqa: E402
+from benchmarks.bench_device import DEFAULT_INPUT, FIXED, TASK, read_pairs  # noqa: E402
+from benchmarks.method_bundles import ensure_bundles  # noqa: E402
 from benchmarks.method_runs import cpu_model, machine, print_table, take_turns, write_json  # noqa: E402
 from spartan_device.shared import TOKEN_INPUTS  # noqa: E402
 
@@ -149,17 +149,18 @@ def main(argv=None):
     batches, client_logits = {}, {}  # graph label -> one padded batch per text; the client's logits of the first ones
     for graph in GRAPHS:
         engine, client = rows[graph, "Interpreter (the client)"]
-        width = FIXED_LENGTH if graph == "fixed-128 one graph" else None
-        batches[graph] = [pad([encoding], width) for encoding in engine.encode(engine.task(TASK).info, pairs)]
+        encoded = engine.encode(engine.task(TASK).info, pairs)
+        batches[graph] = [pad([encoding], FIXED.get(graph)) for encoding in encoded]  # fixed-128: padded to 128
         client_logits[graph] = [np.asarray(client(b)) for b in batches[graph][:CHECKED_TEXTS]]
 
     agreement = {}
     for (graph, api), (_, run) in rows.items():
         checked = batches[graph][:CHECKED_TEXTS]
         pairs_checked = list(zip((np.asarray(run(b)) for b in checked), client_logits[graph]))
-        agreement[graph, api] = {"max_abs_logit_difference": float(max(np.abs(g - w).max() for g, w in pairs_checked)),
-                                 "same_argmax": int(sum((g.argmax(-1) == w.argmax(-1)).all() for g, w in pairs_checked)),
-                                 "texts": len(checked)}
+        agreement[graph, api] = {
+            "max_abs_logit_difference": float(max(np.abs(g - w).max() for g, w in pairs_checked)),
+            "same_argmax": int(sum((g.argmax(-1) == w.argmax(-1)).all() for g, w in pairs_checked)),
+            "texts": len(checked)}
 
     labels = list(rows)
     load_before = os.getloadavg()

@@ -1,7 +1,7 @@
 """Where a text's instructions go on the device, per deployment, counted by valgrind's callgrind.
 
     PYTHONPATH=. .venv/bin/python benchmarks/profile_device.py --models-dir /tmp/benchmodels \
-        --bundles-dir /tmp/benchbundles --num-texts 30 --output docs/results/device_profile.json
+        --bundles-dir /tmp/benchbundles --num-texts 10 --jobs 1 --output docs/results/device_profile.json
 
 bench_device.py measures time, which moves with whatever else the machine runs; this counts the
 instructions the device client executes for a text (tokenizing, padding, setting the inputs, the

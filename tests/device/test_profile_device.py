@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 # importing the benchmark puts device/ on sys.path
+from benchmarks.bench_device import read_pairs
 from benchmarks.profile_device import GROUPS, annotate, group_of, main, parse_annotate, per_text, profile
 from repo_paths import REPO
 from spartan_device.bundle import read_bundle  # noqa: E402
@@ -64,8 +65,6 @@ def test_callgrind_counts_the_client_running_the_int8_bundle(int8_bundle, tmp_pa
     assert f"{total:,} (100.0%)  PROGRAM TOTALS" in raw
 
     engine = Engine(read_bundle(int8_bundle), choose_runtime(), threads=1)
-    from benchmarks.bench_device import read_pairs
-
     encoded = engine.encode(engine.bundle.task("qnli"), read_pairs(str(QNLI_DEV), 3)[1:])  # the first: untimed
     assert f"tokens {sum(len(e.ids) for e in encoded)}" in log.read_text().splitlines()
 
