@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --output-dir (same command otherwise)")
     parser.add_argument("--checkpoint-every", type=int, default=50,
-                        help="steps between resume checkpoints (default 50; also at each epoch end and on Ctrl-C)")
+                        help="steps between resume checkpoints (default 50; also at each epoch end and on Ctrl-C); "
+                             "when output goes to a file, a progress line at each")
     parser.set_defaults(method_flags={})
     for method in METHODS.values():
         before = len(parser._actions)

@@ -49,6 +49,28 @@ class Progress(tf_keras.callbacks.ProgbarLogger):
         super().set_params({**params, "epochs": self.total_epochs})
 
 
+class StepLog(tf_keras.callbacks.Callback):
+    """One progress line every ``every`` steps, for a log file (Keras' ``verbose=2`` prints per epoch only):
+    ``epoch E/N, step S/T: loss L, X s a step, epoch done in ~M min``, L being the epoch's running mean."""
+
+    def __init__(self, epoch: int, epochs: int, first_step: int, every: int, steps_per_epoch: int):
+        super().__init__()
+        self.epoch, self.epochs, self.first_step = epoch, epochs, first_step
+        self.every, self.steps_per_epoch = every, steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.first_step + batch + 1
+        if step % self.every or step >= self.steps_per_epoch:  # the epoch's own line follows its last step
+            return
+        seconds_a_step = (time.perf_counter() - self._start) / (batch + 1)
+        left_minutes = seconds_a_step * (self.steps_per_epoch - step) / 60
+        print(f"epoch {self.epoch + 1}/{self.epochs}, step {step}/{self.steps_per_epoch}: loss {logs['loss']:.4f}, "
+              f"{seconds_a_step:.2f} s a step, epoch done in ~{left_minutes:.0f} min", flush=True)
+
+
 def make_loss(task):
     if task.problem_type == "regression":
         return tf_keras.losses.MeanSquaredError()
@@ -159,6 +181,7 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
         print(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}", flush=True)
     timer, dev_metrics = EpochTimer(), DevMetrics(task, dev_data)
     examples_seen = 0
+    to_terminal = sys.stdout.isatty()
     with StopRequest() as stop:
         for epoch in range(start_epoch, epochs):
             skip = start_step if epoch == start_epoch else 0
@@ -170,8 +193,10 @@ def train_task(*, task, method, source, model_name, train_examples, dev_examples
                 tf_keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), profile_batch=0),
                 Progress(epochs),
             ]
+            if not to_terminal:  # a log file gets a line at each resume checkpoint instead of a live bar
+                callbacks.append(StepLog(epoch, epochs, skip, checkpoint_every, steps_per_epoch))
             history = model.fit(epoch_data(epoch).skip(skip), initial_epoch=epoch, epochs=epoch + 1,
-                                callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                                callbacks=callbacks, verbose=1 if to_terminal else 2)
             if model.stop_training:  # stopped mid-epoch; StepCheckpoint has saved the position
                 raise KeyboardInterrupt(
                     f"stopped after step {callbacks[1].step} of epoch {epoch + 1}; checkpoint written to "

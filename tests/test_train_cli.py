@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -213,3 +214,20 @@ def test_the_real_command_exits_2_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "QNLI" in result.stderr
+
+
+@pytest.mark.parametrize("to_terminal", [False, True])
+def test_a_log_file_gets_a_progress_line_at_each_resume_checkpoint(to_terminal, tiny_model_dir, tmp_path, capsys,
+                                                                   monkeypatch):
+    # 32 examples in batches of 4: 8 steps an epoch; a line at steps 3 and 6, none at 8 (the epoch's own line)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: to_terminal)
+    code, out, _ = run(train, tiny_args(tiny_model_dir, tmp_path / "o", "qnli", "--epochs", 2, "--batch-size", 4,
+                                        "--checkpoint-every", 3), capsys)
+    assert code == 0
+    lines = re.findall(r"^epoch (\d)/2, step (\d+)/8: loss (\S+), (\S+) s a step, epoch done in ~(\d+) min$",
+                       out, flags=re.MULTILINE)
+    if to_terminal:  # Keras' live bar shows the steps instead
+        assert lines == []
+        return
+    assert [(epoch, step) for epoch, step, *_ in lines] == [("1", "3"), ("1", "6"), ("2", "3"), ("2", "6")]
+    assert all(0 < float(loss) < 5 and float(seconds) > 0 for _, _, loss, seconds, _ in lines)
