@@ -3,6 +3,7 @@ uninterrupted run ends."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,12 @@ def wait_for_checkpoint(process, out_dir, newer_than=0.0, timeout=300):
     raise AssertionError("no resume checkpoint appeared")
 
 
+def progress_lines(output):
+    """(epoch, step) of each progress line that training prints when its output is not a terminal."""
+    lines = re.findall(r"^epoch (\d)/2, step (\d+)/80: loss", output, flags=re.MULTILINE)
+    return [(int(epoch), int(step)) for epoch, step in lines]
+
+
 def weights(out_dir):
     with np.load(out_dir / "weights.npz") as saved:
         return {name: saved[name] for name in saved.files}
@@ -56,6 +63,8 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(tiny_mod
                                timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
     assert not (reference_dir / "resume").exists()  # removed once the model is finished
+    # Output to a pipe, not a terminal: a progress line at each checkpoint but an epoch's last step (80 an epoch).
+    assert progress_lines(reference.stdout) == [(epoch, step) for epoch in (1, 2) for step in range(5, 80, 5)]
 
     # 1. SIGKILL mid-epoch: no model, but a resume checkpoint.
     process, log = start(command(tiny_model_dir, resumed_dir), tmp_path / "killed.log")
@@ -89,6 +98,10 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(tiny_mod
     final = subprocess.run(command(tiny_model_dir, resumed_dir, "--resume"), cwd=REPO, capture_output=True,
                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    epoch, step = map(int, re.search(r"resuming at epoch (\d), step (\d+) of 80", final.stdout).groups())
+    next_checkpoint = (step // 5 + 1) * 5  # the resumed run counts its steps from where it stopped
+    first_line = (epoch, next_checkpoint) if next_checkpoint < 80 else (epoch + 1, 5)
+    assert progress_lines(final.stdout)[:1] == ([first_line] if first_line[0] <= 2 else [])
     expected, got = weights(reference_dir), weights(resumed_dir)
     assert expected.keys() == got.keys()
     for name in expected:
