@@ -51,7 +51,8 @@ class Progress(tf_keras.callbacks.ProgbarLogger):
 
 class StepLog(tf_keras.callbacks.Callback):
     """One progress line every ``every`` steps, for a log file (Keras' ``verbose=2`` prints per epoch only):
-    ``epoch E/N, step S/T: loss L, X s a step, epoch done in ~M min``, L being the epoch's running mean."""
+    ``epoch E/N, step S/T: loss L, X s a step, epoch done in ~M min`` (or ``~S s``), L being the epoch's
+    running mean."""
 
     def __init__(self, epoch: int, epochs: int, first_step: int, every: int, steps_per_epoch: int):
         super().__init__()
@@ -66,9 +67,10 @@ class StepLog(tf_keras.callbacks.Callback):
         if step % self.every or step >= self.steps_per_epoch:  # the epoch's own line follows its last step
             return
         seconds_a_step = (time.perf_counter() - self._start) / (batch + 1)
-        left_minutes = seconds_a_step * (self.steps_per_epoch - step) / 60
+        left = seconds_a_step * (self.steps_per_epoch - step)
+        left_text = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min"
         print(f"epoch {self.epoch + 1}/{self.epochs}, step {step}/{self.steps_per_epoch}: loss {logs['loss']:.4f}, "
-              f"{seconds_a_step:.2f} s a step, epoch done in ~{left_minutes:.0f} min", flush=True)
+              f"{seconds_a_step:.2f} s a step, epoch done in ~{left_text}", flush=True)
 
 
 def make_loss(task):
